@@ -1,0 +1,127 @@
+//! The command line (SPEC §5), parsed by clap.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "mfactl", version, about = "Manage per-user MFA settings the GitOps way", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The SQLite store [default: $MFACTL_STORE, else ./mfactl.db]
+    #[arg(long, global = true, env = "MFACTL_STORE", value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// Directory with roles.yaml and guardrails.yaml [default: ./policies if present, else built-in]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// The acting administrator; their roles are read from the store
+    #[arg(long, global = true, env = "MFACTL_ACTOR", value_name = "ID")]
+    pub actor: Option<String>,
+    /// Never colour output (also: NO_COLOR)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    /// How long to wait for another mfactl's write lock on the store
+    #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
+    pub lock_timeout: String,
+    /// Print only data and errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more about what is read and why
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the store, or migrate an older one (a no-op on a current store)
+    Init {
+        /// Also import the built-in demo directory (examples/directory.yaml)
+        #[arg(long)]
+        demo: bool,
+    },
+    /// The walkthrough: a fresh ./demo.db, a plan, a refused and a successful apply, the empty plan
+    Demo,
+    /// Check manifests without planning
+    Validate {
+        /// Manifest files or directories [default: ./manifests]
+        paths: Vec<PathBuf>,
+        /// Skip the checks that need the store (unknown users and groups)
+        #[arg(long)]
+        offline: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ValidateFormat,
+    },
+    /// Show the changes that apply would make
+    Plan {
+        /// Manifest files or directories [default: ./manifests]
+        paths: Vec<PathBuf>,
+        /// Exit 2 when changes are pending, 3 when any is denied, 0 when none
+        #[arg(long)]
+        detailed_exitcode: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+    },
+    /// Apply the manifests to the store, in one transaction
+    Apply {
+        /// Manifest files or directories [default: ./manifests]
+        paths: Vec<PathBuf>,
+        /// Do not ask for confirmation (required when stdin is not a terminal)
+        #[arg(long)]
+        auto_approve: bool,
+        /// Allow changing more users than guardrails.yaml's max-users-per-apply
+        #[arg(long)]
+        allow_large: bool,
+        /// New file (mode 0600) for the temporary passwords of reset-password
+        #[arg(long, value_name = "FILE")]
+        credentials_out: Option<PathBuf>,
+    },
+    /// One user's actual state, as YAML
+    Show { user: String },
+    /// The audit log
+    Audit {
+        /// Only records for this user
+        #[arg(long)]
+        user: Option<String>,
+        /// Only records at or after this time (RFC 3339 or YYYY-MM-DD)
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: AuditFormat,
+    },
+    /// Import or export the directory
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Upsert users and groups from a directory file (each listed user replaced as a whole)
+    Import { file: PathBuf },
+    /// Print the whole directory (no secrets)
+    Export,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidateFormat {
+    Text,
+    Json,
+    Github,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,316 @@
+//! `mfactl apply`: plan and apply in one `BEGIN IMMEDIATE` transaction, all or nothing.
+//!
+//! The plan is recomputed under the write lock, so what is applied is exactly what the store held
+//! at that moment; on a terminal, the plan the user approved must still be that plan.
+
+use super::{compute_plan, manifests, out, Ctx};
+use crate::error::{CmdResult, Exit, Failure};
+use crate::manifest::{Manifest, SourceFile};
+use crate::model::{key_of, Action, Secret};
+use crate::plan::Plan;
+use crate::policy::{Policy, Verdict};
+use crate::render::{self, escape_text};
+use crate::sources::io_reason;
+use crate::store::{self, ResetSecret, Store};
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+pub struct Options {
+    pub auto_approve: bool,
+    pub allow_large: bool,
+    pub credentials_out: Option<PathBuf>,
+}
+
+pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
+    let actor = ctx.actor.clone().ok_or_else(|| {
+        Failure::error("apply needs an actor: pass --actor ID or set MFACTL_ACTOR")
+    })?;
+    let interactive = !opts.auto_approve && std::io::stdin().is_terminal();
+    if !opts.auto_approve && !interactive {
+        return Err(Failure::error(
+            "stdin is not a terminal, so apply cannot ask for confirmation; pass --auto-approve",
+        ));
+    }
+    let (files, ms) = manifests(paths)?;
+    let policy = ctx.policy()?;
+    let mut st = ctx.open_store()?;
+    let preview = if interactive {
+        let plan = compute_plan(
+            st.conn(),
+            st.path(),
+            &files,
+            &ms,
+            &policy,
+            Some(&actor),
+            ctx.now,
+        )?;
+        out(&render::text::plan(&plan, ctx.style));
+        if plan.is_empty() {
+            return Ok(Exit::Ok);
+        }
+        refuse_denied(&plan)?;
+        refuse_large(&plan, &policy, opts)?;
+        refuse_missing_credentials(&plan, opts)?;
+        if !confirm(plan.changes.len())? {
+            return Err(Failure::error("apply cancelled; nothing was changed"));
+        }
+        Some(plan)
+    } else {
+        None
+    };
+    execute(
+        ctx,
+        &mut st,
+        &files,
+        &ms,
+        &policy,
+        &actor,
+        opts,
+        preview.as_ref(),
+    )
+}
+
+/// Applies under the write lock. With `preview`, refuses when the store no longer gives that plan.
+#[allow(clippy::too_many_arguments)]
+pub fn execute(
+    ctx: &Ctx,
+    st: &mut Store,
+    files: &[SourceFile],
+    ms: &[Manifest],
+    policy: &Policy,
+    actor: &str,
+    opts: &Options,
+    preview: Option<&Plan>,
+) -> CmdResult {
+    let path = st.path().to_path_buf();
+    let tx = st.begin()?;
+    let plan = compute_plan(&tx, &path, files, ms, policy, Some(actor), ctx.now)?;
+    match preview {
+        Some(p) if p.changes != plan.changes => {
+            return Err(Failure::new(
+                Exit::Conflict,
+                "the store changed while you were deciding; nothing was applied; run apply again",
+            ))
+        }
+        Some(_) => {}
+        None => out(&render::text::plan(&plan, ctx.style)),
+    }
+    if plan.is_empty() {
+        ctx.status("Nothing to apply.");
+        return Ok(Exit::Ok);
+    }
+    refuse_denied(&plan)?;
+    refuse_large(&plan, policy, opts)?;
+    refuse_missing_credentials(&plan, opts)?;
+
+    let resets: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::ResetPassword { .. }))
+        .map(|c| c.user.as_str())
+        .collect();
+    let mut secrets = BTreeMap::new();
+    let creds = match (&opts.credentials_out, resets.is_empty()) {
+        (Some(file), false) => {
+            let issued: Vec<(&str, Secret)> = resets.iter().map(|u| (*u, new_password())).collect();
+            for (u, pw) in &issued {
+                secrets.insert(
+                    key_of(u),
+                    ResetSecret {
+                        hash: hash_password(pw)?,
+                    },
+                );
+            }
+            write_credentials(file, &issued)?;
+            Some(file.clone())
+        }
+        _ => None,
+    };
+    let committed = store::apply_plan(&tx, &path, &plan, actor, ctx.now, &secrets)
+        .and_then(|rev| store::commit(tx, &path).map(|_| rev));
+    let revision = match committed {
+        Ok(rev) => rev,
+        Err(e) => {
+            if let Some(f) = &creds {
+                let _ = std::fs::remove_file(f); // those passwords were never set
+            }
+            return Err(e.into());
+        }
+    };
+    let s = plan.summary();
+    ctx.status(&format!(
+        "Apply complete: {} change{} for {} user{}; store revision {revision}; plan {}.",
+        s.changes,
+        if s.changes == 1 { "" } else { "s" },
+        s.users,
+        if s.users == 1 { "" } else { "s" },
+        plan.id
+    ));
+    if let Some(f) = creds {
+        ctx.status(&format!(
+            "{} temporary password{} written to {} (mode 0600); hand them over out of band, then delete it.",
+            resets.len(),
+            if resets.len() == 1 { "" } else { "s" },
+            f.display()
+        ));
+    }
+    Ok(Exit::Ok)
+}
+
+fn refuse_denied(plan: &Plan) -> Result<(), Failure> {
+    let denied: Vec<String> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match &c.verdict {
+            Some(Verdict::Denied { reason }) => Some(format!(
+                "denied: {} for {}: {}",
+                c.kind().verb(),
+                escape_text(&c.user),
+                escape_text(reason)
+            )),
+            _ => None,
+        })
+        .collect();
+    if denied.is_empty() {
+        return Ok(());
+    }
+    let n = denied.len();
+    let mut lines = denied;
+    lines.push(format!(
+        "error: {n} change{} not allowed for the actor; nothing was applied (remove them from the \
+         manifests, or have an administrator with the named roles apply)",
+        if n == 1 { " is" } else { "s are" }
+    ));
+    Err(Failure::many(Exit::Denied, lines))
+}
+
+fn refuse_large(plan: &Plan, policy: &Policy, opts: &Options) -> Result<(), Failure> {
+    let users = plan.summary().users;
+    let max = policy.guardrails.max_users_per_apply;
+    if users > max && !opts.allow_large {
+        return Err(Failure::new(
+            Exit::Denied,
+            format!(
+                "this apply changes {users} users, more than max-users-per-apply ({max}); nothing was \
+                 applied; pass --allow-large if that is intended"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn refuse_missing_credentials(plan: &Plan, opts: &Options) -> Result<(), Failure> {
+    let n = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::ResetPassword { .. }))
+        .count();
+    if n > 0 && opts.credentials_out.is_none() {
+        return Err(Failure::error(format!(
+            "the plan resets {n} password{}; pass --credentials-out FILE (a new file) to receive the \
+             temporary passwords; nothing was applied",
+            if n == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
+}
+
+fn confirm(n: usize) -> Result<bool, Failure> {
+    eprint!(
+        "\nApply these {n} change{}? Only 'yes' is accepted: ",
+        if n == 1 { "" } else { "s" }
+    );
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::error(format!("reading the answer: {}", io_reason(&e))))?;
+    Ok(line.trim() == "yes")
+}
+
+const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+const PASSWORD_LEN: usize = 20;
+
+/// A temporary password from the OS CSPRNG: 20 characters of an unambiguous 56-symbol alphabet
+/// (about 116 bits), drawn by rejection sampling so every symbol is equally likely.
+fn new_password() -> Secret {
+    let mut out = String::with_capacity(PASSWORD_LEN);
+    let limit = 256 - (256 % ALPHABET.len());
+    while out.len() < PASSWORD_LEN {
+        let mut buf = [0u8; 32];
+        if getrandom::fill(&mut buf).is_err() {
+            // Without an entropy source there is no safe password; the hash step reports it.
+            return Secret::new(String::new());
+        }
+        for b in buf {
+            if (b as usize) < limit && out.len() < PASSWORD_LEN {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Secret::new(out)
+}
+
+fn hash_password(pw: &Secret) -> Result<String, Failure> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    if pw.expose().is_empty() {
+        return Err(Failure::error(
+            "the OS random number generator is unavailable; nothing was applied",
+        ));
+    }
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt)
+        .map_err(|_| Failure::error("the OS random number generator is unavailable"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| Failure::error(format!("salt: {e}")))?;
+    argon2::Argon2::default()
+        .hash_password(pw.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Failure::error(format!("hashing a temporary password: {e}")))
+}
+
+/// Writes `user<TAB>password` lines to a new 0600 file (never an existing file or a symlink).
+fn write_credentials(file: &Path, issued: &[(&str, Secret)]) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| {
+        Failure::error(format!(
+            "--credentials-out {}: {}; it must be a new file; nothing was applied",
+            file.display(),
+            io_reason(&e)
+        ))
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(fail)?;
+    let mut body = zeroize::Zeroizing::new(String::new());
+    for (u, pw) in issued {
+        body.push_str(u);
+        body.push('\t');
+        body.push_str(pw.expose());
+        body.push('\n');
+    }
+    let written = f.write_all(body.as_bytes()).and_then(|_| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(file);
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_long_random_and_from_the_alphabet() {
+        let a = new_password();
+        let b = new_password();
+        assert_eq!(a.expose().len(), PASSWORD_LEN);
+        assert_ne!(a.expose(), b.expose());
+        assert!(a.expose().bytes().all(|c| ALPHABET.contains(&c)));
+    }
+}

@@ -1,0 +1,181 @@
+//! `mfactl demo`: the walkthrough on the built-in example tenant and manifests.
+//!
+//! A fresh `./demo.db`; the plan as erin (authentication administrator), with allowed and denied
+//! changes; erin's apply, refused as a whole because of the denied ones; the apply by gary (global
+//! administrator); and the plan again, now empty.
+
+use super::{compute_plan, invalid, out, parse_all, Ctx};
+use crate::error::{CmdResult, Exit, Failure};
+use crate::manifest::{self, SourceFile};
+use crate::policy::Policy;
+use crate::render;
+use crate::store::Store;
+use std::path::{Path, PathBuf};
+
+pub const DIRECTORY: &str = include_str!("../../examples/directory.yaml");
+pub const MANIFESTS: [(&str, &str); 4] = [
+    (
+        "examples/manifests/contractors.yaml",
+        include_str!("../../examples/manifests/contractors.yaml"),
+    ),
+    (
+        "examples/manifests/offboarding-2026-11.yaml",
+        include_str!("../../examples/manifests/offboarding-2026-11.yaml"),
+    ),
+    (
+        "examples/manifests/stolen-laptop-carol.yaml",
+        include_str!("../../examples/manifests/stolen-laptop-carol.yaml"),
+    ),
+    (
+        "examples/manifests/tenant-wide-revocation.yaml",
+        include_str!("../../examples/manifests/tenant-wide-revocation.yaml"),
+    ),
+];
+pub const EXAMPLE_ADMIN: &str = "erin@contoso.example";
+pub const GLOBAL_ADMIN: &str = "gary@contoso.example";
+
+const DB: &str = "demo.db";
+const CREDENTIALS: &str = "demo-credentials.txt";
+
+pub fn run(ctx: &Ctx) -> CmdResult {
+    let db = PathBuf::from(DB);
+    for f in [DB, "demo.db-wal", "demo.db-shm", CREDENTIALS] {
+        remove_if_present(Path::new(f))?;
+    }
+    let (mut st, _) = Store::init(&db, ctx.lock_timeout)?;
+    let (g, u, _) = super::store::import_text(&mut st, "examples/directory.yaml", DIRECTORY)?;
+    let files: Vec<SourceFile> = MANIFESTS
+        .iter()
+        .map(|(p, t)| SourceFile {
+            path: p.to_string(),
+            text: t.to_string(),
+        })
+        .collect();
+    let (ms, problems) = parse_all(&files);
+    if !problems.is_empty() {
+        return Err(invalid(manifest::locate_all(problems, &files)));
+    }
+    // The walkthrough shows the built-in policies, whatever ./policies holds.
+    let policy = Policy::defaults();
+    let st_style = ctx.style;
+    let heading = |s: &str| out(&format!("\n{}\n\n", st_style.bold(&format!("== {s}"))));
+
+    heading(&format!(
+        "mfactl demo: a fresh {DB} with {u} users and {g} groups, and the {} manifests in examples/manifests",
+        files.len()
+    ));
+    heading(&format!(
+        "1. mfactl plan --actor {EXAMPLE_ADMIN}   (authentication-administrator)"
+    ));
+    let plan = compute_plan(
+        st.conn(),
+        st.path(),
+        &files,
+        &ms,
+        &policy,
+        Some(EXAMPLE_ADMIN),
+        ctx.now,
+    )?;
+    out(&render::text::plan(&plan, ctx.style));
+
+    heading(&format!(
+        "2. mfactl apply --actor {EXAMPLE_ADMIN}   (refused: an apply is all or nothing)"
+    ));
+    let opts = super::apply::Options {
+        auto_approve: true,
+        allow_large: false,
+        credentials_out: Some(PathBuf::from(CREDENTIALS)),
+    };
+    let quiet = Ctx {
+        quiet: true,
+        ..clone_ctx(ctx)
+    };
+    match super::apply::execute(
+        &quiet,
+        &mut st,
+        &files,
+        &ms,
+        &policy,
+        EXAMPLE_ADMIN,
+        &opts,
+        Some(&plan),
+    ) {
+        Err(f) if f.code == Exit::Denied => out(&format!(
+            "{}\n(exit code 3: nothing was applied)\n",
+            f.lines.join("\n")
+        )),
+        Err(f) => return Err(f),
+        Ok(_) => out("(unexpected: erin's apply went through)\n"),
+    }
+
+    heading(&format!("3. mfactl apply --actor {GLOBAL_ADMIN} --credentials-out {CREDENTIALS}   (global-administrator)"));
+    let approved = compute_plan(
+        st.conn(),
+        st.path(),
+        &files,
+        &ms,
+        &policy,
+        Some(GLOBAL_ADMIN),
+        ctx.now,
+    )?;
+    out(&format!(
+        "(the same {} changes, now all allowed as global-administrator)\n",
+        approved.changes.len()
+    ));
+    let code = super::apply::execute(
+        ctx,
+        &mut st,
+        &files,
+        &ms,
+        &policy,
+        GLOBAL_ADMIN,
+        &opts,
+        Some(&approved),
+    )?;
+    if code != Exit::Ok {
+        return Ok(code);
+    }
+
+    heading(&format!(
+        "4. mfactl plan --actor {GLOBAL_ADMIN}   (again: the store now matches the manifests)"
+    ));
+    let again = compute_plan(
+        st.conn(),
+        st.path(),
+        &files,
+        &ms,
+        &policy,
+        Some(GLOBAL_ADMIN),
+        ctx.now,
+    )?;
+    out(&render::text::plan(&again, ctx.style));
+    out(&format!(
+        "\nExplore further: mfactl --store {DB} audit · mfactl --store {DB} show carol@contoso.example\n"
+    ));
+    Ok(Exit::Ok)
+}
+
+fn clone_ctx(c: &Ctx) -> Ctx {
+    Ctx {
+        store: c.store.clone(),
+        policies: c.policies.clone(),
+        actor: c.actor.clone(),
+        style: c.style,
+        quiet: c.quiet,
+        verbose: c.verbose,
+        lock_timeout: c.lock_timeout,
+        now: c.now,
+    }
+}
+
+fn remove_if_present(p: &Path) -> Result<(), Failure> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Failure::error(format!(
+            "{}: cannot remove: {}",
+            p.display(),
+            crate::sources::io_reason(&e)
+        ))),
+    }
+}

@@ -1,0 +1,224 @@
+//! The commands, one file each, in cargo's shape: gather inputs, call the core, call the store,
+//! render, return an exit status. This module holds what they share: the context built once from
+//! the global options, reading manifests and policies, computing a plan, and the stdout printer.
+
+pub mod apply;
+pub mod audit;
+pub mod demo;
+pub mod init;
+pub mod plan;
+pub mod show;
+pub mod store;
+pub mod validate;
+
+use crate::cli::Global;
+use crate::error::{Exit, Failure};
+use crate::manifest::{self, Manifest, SourceFile};
+use crate::model::Timestamp;
+use crate::plan::Plan;
+use crate::policy::{self, Policy};
+use crate::render::Style;
+use crate::sources;
+use crate::store::Store;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything decided once from the global options and the environment.
+pub struct Ctx {
+    pub store: PathBuf,
+    pub policies: Option<PathBuf>,
+    pub actor: Option<String>,
+    pub style: Style,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub lock_timeout: Duration,
+    pub now: Timestamp,
+}
+
+impl Ctx {
+    pub fn from_global(g: &Global) -> Result<Ctx, Failure> {
+        let now = match std::env::var("MFACTL_NOW") {
+            Ok(s) if !s.is_empty() => {
+                Timestamp::parse(&s).map_err(|m| Failure::error(format!("MFACTL_NOW: {m}")))?
+            }
+            _ => {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                Timestamp::from_unix(secs)
+            }
+        };
+        let no_color = g.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let lock = policy::parse_duration(&g.lock_timeout)
+            .map_err(|m| Failure::error(format!("--lock-timeout: {m}")))?;
+        Ok(Ctx {
+            store: g
+                .store
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("mfactl.db")),
+            policies: g.policies.clone(),
+            actor: g.actor.clone().filter(|a| !a.is_empty()),
+            style: Style {
+                color: !no_color && std::io::stdout().is_terminal(),
+            },
+            quiet: g.quiet,
+            verbose: g.verbose,
+            lock_timeout: Duration::from_secs(lock.max(0) as u64),
+            now,
+        })
+    }
+
+    /// A status line on stderr (suppressed by `-q`).
+    pub fn status(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    pub fn open_store(&self) -> Result<Store, Failure> {
+        Ok(Store::open(&self.store, self.lock_timeout)?)
+    }
+
+    /// `--policies DIR`, else `./policies` when it exists, else the built-in defaults.
+    pub fn policy(&self) -> Result<Policy, Failure> {
+        let dir = match &self.policies {
+            Some(d) => Some(d.clone()),
+            None => Some(PathBuf::from("policies")).filter(|d| d.is_dir()),
+        };
+        let Some(dir) = dir else {
+            return Ok(Policy::defaults());
+        };
+        let read = |name: &str| -> Result<(String, String), Failure> {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p)
+                .map(|t| (p.display().to_string(), t))
+                .map_err(|e| Failure::error(format!("{}: {}", p.display(), sources::io_reason(&e))))
+        };
+        let (rn, rt) = read("roles.yaml")?;
+        let (gn, gt) = read("guardrails.yaml")?;
+        if self.verbose {
+            eprintln!("policies: {rn}, {gn}");
+        }
+        Policy::parse(&rn, &rt, &gn, &gt).map_err(|e| Failure::error(e.to_string()))
+    }
+}
+
+/// Reads and parses the manifests; any problem fails with every located message.
+pub fn manifests(paths: &[PathBuf]) -> Result<(Vec<SourceFile>, Vec<Manifest>), Failure> {
+    let files = sources::read(paths).map_err(|lines| Failure::many(Exit::Error, lines))?;
+    let (ms, problems) = parse_all(&files);
+    if !problems.is_empty() {
+        return Err(invalid(manifest::locate_all(problems, &files)));
+    }
+    Ok((files, ms))
+}
+
+pub fn parse_all(files: &[SourceFile]) -> (Vec<Manifest>, Vec<manifest::Problem>) {
+    let mut ms = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        let (m, p) = manifest::parse_file(f);
+        ms.extend(m);
+        problems.extend(p);
+    }
+    (ms, problems)
+}
+
+/// The failure for invalid manifests: every problem, then a one-line verdict.
+pub fn invalid(located: Vec<manifest::Located>) -> Failure {
+    let n = located.len();
+    let mut lines: Vec<String> = located.iter().map(|l| l.to_string()).collect();
+    lines.push(format!(
+        "error: {n} problem{} in the manifests; nothing was planned or applied",
+        if n == 1 { "" } else { "s" }
+    ));
+    Failure::many(Exit::Error, lines)
+}
+
+/// Loads what the manifests need from `conn` and computes the plan.
+pub fn compute_plan(
+    conn: &rusqlite::Connection,
+    store_path: &Path,
+    files: &[SourceFile],
+    ms: &[Manifest],
+    policy: &Policy,
+    actor: Option<&str>,
+    now: Timestamp,
+) -> Result<Plan, Failure> {
+    let needs = crate::plan::needs(ms);
+    let actual = crate::store::load(conn, store_path, &needs, actor)?;
+    let who = crate::store::load_actor(&actual, actor);
+    let mut plan = crate::plan::plan(ms, &actual, policy, &who, now)
+        .map_err(|problems| invalid(manifest::locate_all(problems, files)))?;
+    plan.id = random_id();
+    Ok(plan)
+}
+
+/// 128 random bits as hex: plan ids.
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    // getrandom fails only without an OS entropy source; an id from the clock is then still unique enough.
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        b = t.as_nanos().to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Writes data to stdout; a closed pipe (`mfactl plan | head`) ends the process quietly.
+pub fn out(s: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(s.as_bytes()).and_then(|_| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {}", sources::io_reason(&e));
+        std::process::exit(1);
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
+    use crate::cli::{Command, StoreCommand};
+    let ctx = Ctx::from_global(&cli.global)?;
+    match cli.command {
+        Command::Init { demo } => init::run(&ctx, demo),
+        Command::Demo => demo::run(&ctx),
+        Command::Validate {
+            paths,
+            offline,
+            format,
+        } => validate::run(&ctx, &paths, offline, format),
+        Command::Plan {
+            paths,
+            detailed_exitcode,
+            format,
+        } => plan::run(&ctx, &paths, detailed_exitcode, format),
+        Command::Apply {
+            paths,
+            auto_approve,
+            allow_large,
+            credentials_out,
+        } => apply::run(
+            &ctx,
+            &paths,
+            &apply::Options {
+                auto_approve,
+                allow_large,
+                credentials_out,
+            },
+        ),
+        Command::Show { user } => show::run(&ctx, &user),
+        Command::Audit {
+            user,
+            since,
+            format,
+        } => audit::run(&ctx, user.as_deref(), since.as_deref(), format),
+        Command::Store(StoreCommand::Import { file }) => store::import(&ctx, &file),
+        Command::Store(StoreCommand::Export) => store::export(&ctx),
+    }
+}

@@ -1,0 +1,20 @@
+//! `mfactl show USER`: one user's actual state, in the directory format.
+
+use super::{out, Ctx};
+use crate::error::{CmdResult, Exit, Failure};
+use crate::render::escape_text;
+
+pub fn run(ctx: &Ctx, user: &str) -> CmdResult {
+    let st = ctx.open_store()?;
+    match crate::store::show(&st, user)? {
+        Some(u) => {
+            out(&super::store::to_yaml(&u)?);
+            Ok(Exit::Ok)
+        }
+        None => Err(Failure::error(format!(
+            "no user `{}` in store {}; `mfactl store export` lists them all",
+            escape_text(user),
+            ctx.store.display()
+        ))),
+    }
+}

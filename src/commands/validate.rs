@@ -1,0 +1,68 @@
+//! `mfactl validate`: every check of SPEC §2, every problem in one run.
+
+use super::{out, parse_all, Ctx};
+use crate::cli::ValidateFormat;
+use crate::error::{CmdResult, Exit, Failure};
+use crate::manifest::{self, Located};
+use crate::sources;
+use std::path::PathBuf;
+
+pub fn run(ctx: &Ctx, paths: &[PathBuf], offline: bool, format: ValidateFormat) -> CmdResult {
+    let files = sources::read(paths).map_err(|lines| Failure::many(Exit::Error, lines))?;
+    let policy = ctx.policy()?;
+    let (ms, mut problems) = parse_all(&files);
+    problems.extend(crate::plan::check_offline(&ms, &policy, ctx.now));
+    if !offline {
+        let st = ctx.open_store()?;
+        let needs = crate::plan::needs(&ms);
+        let actual = crate::store::load(st.conn(), st.path(), &needs, None)?;
+        problems.extend(crate::plan::check_known(&ms, &actual));
+    }
+    let located = manifest::locate_all(problems, &files);
+    match format {
+        ValidateFormat::Text => {
+            if !located.is_empty() {
+                return Err(super::invalid(located));
+            }
+        }
+        ValidateFormat::Json => out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&located).unwrap_or_default()
+        )),
+        ValidateFormat::Github => out(&located.iter().map(github).collect::<String>()),
+    }
+    if located.is_empty() {
+        ctx.status(&format!(
+            "{} manifest{} in {} file{} valid{}.",
+            ms.len(),
+            if ms.len() == 1 { "" } else { "s" },
+            files.len(),
+            if files.len() == 1 { "" } else { "s" },
+            if offline {
+                " (offline: users and groups not checked)"
+            } else {
+                ""
+            }
+        ));
+        Ok(Exit::Ok)
+    } else {
+        Ok(Exit::Error)
+    }
+}
+
+/// `::error file=F,line=L,col=C::message`, escaped as GitHub's workflow commands require.
+pub fn github(l: &Located) -> String {
+    let data = |s: &str| {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let prop = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
+    format!(
+        "::error file={},line={},col={}::{}\n",
+        prop(&l.file),
+        l.line,
+        l.col,
+        data(&l.message)
+    )
+}

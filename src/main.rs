@@ -1,0 +1,28 @@
+//! mfactl: manage per-user MFA settings the GitOps way. Parse, run, map the error to an exit code.
+
+mod cli;
+mod commands;
+mod error;
+mod manifest;
+mod model;
+mod plan;
+mod policy;
+mod render;
+mod sources;
+mod store;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match commands::run(cli) {
+        Ok(code) => code,
+        Err(failure) => {
+            for line in &failure.lines {
+                eprintln!("{line}");
+            }
+            failure.code
+        }
+    };
+    std::process::exit(code as i32);
+}

@@ -1,0 +1,499 @@
+//! The decision: `plan(manifests, actual, policy, actor, now) -> Plan`, a pure function.
+//!
+//! It resolves selectors against the users the store loaded, merges every manifest's settings per
+//! user and field (latest timestamp wins, `app-passwords: none` wins over nothing), compares the
+//! result with each user's actual state, and asks the policy about each change. No I/O, no clock:
+//! the shell passes time and policies in, which makes plans reproducible and property-testable.
+
+use crate::manifest::locate::Seg;
+use crate::manifest::{Manifest, Problem, Selector, Where};
+use crate::model::{key_of, Action, ActionKind, Group, Timestamp, User};
+use crate::policy::{evaluate, Actor, Policy, TargetFacts, Verdict};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The part of the store a plan needs: the users it may touch, every group, the revision.
+#[derive(Debug, Clone, Default)]
+pub struct Actual {
+    /// By key (lowercase id). Holds every user a manifest names, every member of every group a
+    /// manifest names, and the whole directory when a manifest says `all-users`.
+    pub users: BTreeMap<String, User>,
+    /// Every group, by key.
+    pub groups: BTreeMap<String, Group>,
+    pub revision: i64,
+}
+
+impl Actual {
+    pub fn role_assignable_groups(&self) -> BTreeSet<String> {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g.role_assignable)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+/// What the store must load for these manifests (see [`Actual::users`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub user_keys: BTreeSet<String>,
+    pub group_keys: BTreeSet<String>,
+    pub all_users: bool,
+}
+
+pub fn needs(manifests: &[Manifest]) -> Needs {
+    let mut n = Needs::default();
+    for e in manifests.iter().flat_map(|m| &m.entries) {
+        match &e.selector {
+            Selector::Users(us) => n.user_keys.extend(us.iter().map(|u| key_of(u))),
+            Selector::Group(g) => {
+                n.group_keys.insert(key_of(g));
+            }
+            Selector::AllUsers => n.all_users = true,
+        }
+        n.user_keys.extend(e.except.iter().map(|u| key_of(u)));
+    }
+    n
+}
+
+/// A value in a change's `before`/`after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val {
+    Time(Option<Timestamp>),
+    Count(usize),
+    Flag(bool),
+}
+
+/// The slice of a user's state an action changes, as ordered `(field, value)` pairs.
+pub type Slice = Vec<(&'static str, Val)>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The user id as the store spells it.
+    pub user: String,
+    pub action: Action,
+    pub before: Slice,
+    pub after: Slice,
+    /// Ids of the objects the change deletes.
+    pub removes: Vec<String>,
+    /// Names of the manifests that asked for this change.
+    pub sources: Vec<String>,
+    /// `None` when there is no actor.
+    pub verdict: Option<Verdict>,
+    /// The policy's roles that could approve it (shown when there is no actor).
+    pub could_approve: Vec<String>,
+}
+
+impl Change {
+    pub fn kind(&self) -> ActionKind {
+        self.action.kind()
+    }
+    pub fn is_denied(&self) -> bool {
+        matches!(self.verdict, Some(Verdict::Denied { .. }))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub user: String,
+    pub reason: String,
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Set by the shell (randomness is not the core's business).
+    pub id: String,
+    pub created_at: Timestamp,
+    pub actor: Option<String>,
+    pub store_revision: i64,
+    pub changes: Vec<Change>,
+    pub skipped: Vec<Skip>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub users: usize,
+    pub changes: usize,
+    pub denied: usize,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let users: BTreeSet<&str> = self.changes.iter().map(|c| c.user.as_str()).collect();
+        Summary {
+            users: users.len(),
+            changes: self.changes.len(),
+            denied: self.changes.iter().filter(|c| c.is_denied()).count(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Checks that need neither the store nor the directory: duplicate names, future timestamps,
+/// protected users named explicitly.
+pub fn check_offline(manifests: &[Manifest], policy: &Policy, now: Timestamp) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut names: BTreeMap<&str, &Manifest> = BTreeMap::new();
+    let latest = now.plus_secs(policy.guardrails.max_future_skew_secs);
+    for m in manifests {
+        let at = |path: Vec<Seg>| Where::Path { doc: m.doc, path };
+        if let Some(first) = names.get(m.name.as_str()) {
+            problems.push(Problem {
+                file: m.file.clone(),
+                at: at(vec![Seg::key("metadata"), Seg::key("name")]),
+                message: format!(
+                    "duplicate metadata.name `{}` (also in {}): names must be unique",
+                    crate::render::escape_text(&m.name),
+                    first.file
+                ),
+            });
+        } else {
+            names.insert(&m.name, m);
+        }
+        for (i, e) in m.entries.iter().enumerate() {
+            for (field, t) in e.settings.timestamps() {
+                if let Some(t) = t.filter(|t| *t > latest) {
+                    problems.push(Problem {
+                        file: m.file.clone(),
+                        at: at(vec![Seg::key("spec"), Seg::Index(i), Seg::key(field)]),
+                        message: format!(
+                            "{field}: {t} is in the future (now is {now}, max-future-skew allows \
+                             up to {latest}); a future watermark would revoke what users create \
+                             until then"
+                        ),
+                    });
+                }
+            }
+            if let Selector::Users(us) = &e.selector {
+                for (j, u) in us.iter().enumerate() {
+                    if policy.guardrails.protected_users.contains(&key_of(u)) {
+                        problems.push(Problem {
+                            file: m.file.clone(),
+                            at: at(vec![
+                                Seg::key("spec"),
+                                Seg::Index(i),
+                                Seg::key("users"),
+                                Seg::Index(j),
+                            ]),
+                            message: format!(
+                                "{} is a protected user (guardrails.yaml protected-users) and is \
+                                 never changed; remove it from the list",
+                                crate::render::escape_text(u)
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Checks against the store: every user and group a manifest names must exist.
+pub fn check_known(manifests: &[Manifest], actual: &Actual) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for m in manifests {
+        for (i, e) in m.entries.iter().enumerate() {
+            let mut unknown_user = |list: &str, j: usize, u: &str| {
+                if !actual.users.contains_key(&key_of(u)) {
+                    problems.push(Problem {
+                        file: m.file.clone(),
+                        at: Where::Path {
+                            doc: m.doc,
+                            path: vec![
+                                Seg::key("spec"),
+                                Seg::Index(i),
+                                Seg::key(list),
+                                Seg::Index(j),
+                            ],
+                        },
+                        message: format!(
+                            "unknown user `{}`: no such user in the store (check the spelling, \
+                             or import the user first)",
+                            crate::render::escape_text(u)
+                        ),
+                    });
+                }
+            };
+            if let Selector::Users(us) = &e.selector {
+                for (j, u) in us.iter().enumerate() {
+                    unknown_user("users", j, u);
+                }
+            }
+            for (j, u) in e.except.iter().enumerate() {
+                unknown_user("except", j, u);
+            }
+            if let Selector::Group(g) = &e.selector {
+                if !actual.groups.contains_key(&key_of(g)) {
+                    problems.push(Problem {
+                        file: m.file.clone(),
+                        at: Where::Path {
+                            doc: m.doc,
+                            path: vec![Seg::key("spec"), Seg::Index(i), Seg::key("group")],
+                        },
+                        message: format!(
+                            "unknown group `{}`: no such group in the store",
+                            crate::render::escape_text(g)
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Per user and action: every `(timestamp, manifest)` that asks for it (app passwords carry no time).
+type Wants<'m> = BTreeMap<String, BTreeMap<ActionKind, Vec<(Option<Timestamp>, &'m str)>>>;
+
+/// The whole decision. Returns the located-by-path problems instead when the manifests are invalid.
+pub fn plan(
+    manifests: &[Manifest],
+    actual: &Actual,
+    policy: &Policy,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<Plan, Vec<Problem>> {
+    let mut problems = check_offline(manifests, policy, now);
+    problems.extend(check_known(manifests, actual));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let protected = &policy.guardrails.protected_users;
+    let mut wants: Wants = BTreeMap::new();
+    let mut skipped: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for m in manifests {
+        for e in &m.entries {
+            let except: BTreeSet<String> = e.except.iter().map(|u| key_of(u)).collect();
+            let selected: Vec<&String> = match &e.selector {
+                Selector::Users(us) => us
+                    .iter()
+                    .filter_map(|u| actual.users.get_key_value(&key_of(u)).map(|(k, _)| k))
+                    .collect(),
+                Selector::Group(g) => {
+                    let g = key_of(g);
+                    actual
+                        .users
+                        .iter()
+                        .filter(|(_, u)| u.groups.iter().any(|ug| key_of(ug) == g))
+                        .map(|(k, _)| k)
+                        .collect()
+                }
+                Selector::AllUsers => actual.users.keys().collect(),
+            };
+            for key in selected {
+                if except.contains(key) {
+                    continue;
+                }
+                if protected.contains(key) {
+                    skipped.entry(key.clone()).or_default().insert(&m.name);
+                    continue;
+                }
+                let w = wants.entry(key.clone()).or_default();
+                let s = &e.settings;
+                for (kind, t) in [
+                    (ActionKind::RequireReregistration, s.require_reregistration),
+                    (ActionKind::RevokeSessions, s.revoke_sessions_before),
+                    (
+                        ActionKind::RevokeTrustedDevices,
+                        s.revoke_trusted_devices_before,
+                    ),
+                    (ActionKind::ResetPassword, s.reset_password_before),
+                ] {
+                    if let Some(t) = t {
+                        w.entry(kind).or_default().push((Some(t), &m.name));
+                    }
+                }
+                if s.app_passwords_none {
+                    w.entry(ActionKind::DeleteAppPasswords)
+                        .or_default()
+                        .push((None, &m.name));
+                }
+            }
+        }
+    }
+
+    let ra_groups = actual.role_assignable_groups();
+    let mut changes = Vec::new();
+    for (key, per_action) in &wants {
+        let Some(user) = actual.users.get(key) else {
+            continue;
+        };
+        let facts = TargetFacts::of(user, &ra_groups);
+        for (kind, asks) in per_action {
+            let merged = asks.iter().filter_map(|(t, _)| *t).max();
+            let Some(action) = action_for(*kind, merged, user, now) else {
+                continue;
+            };
+            let sources: BTreeSet<&str> = asks
+                .iter()
+                .filter(|(t, _)| action_for(*kind, *t, user, now).is_some())
+                .map(|(_, name)| *name)
+                .collect();
+            let (before, after, removes) = effect(user, &action);
+            let verdict = evaluate(policy, actor, *kind, &user.id, &facts);
+            let could_approve = policy
+                .roles_allowing(*kind, &facts)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            changes.push(Change {
+                user: user.id.clone(),
+                action,
+                before,
+                after,
+                removes,
+                sources: sources.into_iter().map(str::to_string).collect(),
+                verdict,
+                could_approve,
+            });
+        }
+    }
+    let skipped = skipped
+        .into_iter()
+        .filter_map(|(key, sources)| {
+            actual.users.get(&key).map(|u| Skip {
+                user: u.id.clone(),
+                reason: "protected".into(),
+                sources: sources.into_iter().map(str::to_string).collect(),
+            })
+        })
+        .collect();
+    Ok(Plan {
+        id: String::new(),
+        created_at: now,
+        actor: actor.id().map(str::to_string),
+        store_revision: actual.revision,
+        changes,
+        skipped,
+    })
+}
+
+/// The action that brings `user` to "nothing of this kind older than `t`", or `None` when the user
+/// already satisfies it (SPEC §3, "When a setting is satisfied").
+fn action_for(
+    kind: ActionKind,
+    t: Option<Timestamp>,
+    user: &User,
+    now: Timestamp,
+) -> Option<Action> {
+    let below = |wm: Option<Timestamp>, t: Timestamp| wm.is_none_or(|w| w < t);
+    match (kind, t) {
+        (ActionKind::DeleteAppPasswords, _) => {
+            (!user.app_passwords.is_empty()).then_some(Action::DeleteAppPasswords)
+        }
+        (ActionKind::RequireReregistration, Some(t)) => (below(user.registration_valid_from, t)
+            || user.methods.iter().any(|m| m.registered_at < t))
+        .then_some(Action::RequireReregistration { before: t }),
+        (ActionKind::RevokeSessions, Some(t)) => (below(user.sessions_valid_from, t)
+            || user.sessions.iter().any(|s| s.issued_at < t))
+        .then_some(Action::RevokeSessions { before: t }),
+        (ActionKind::RevokeTrustedDevices, Some(t)) => (below(user.devices_valid_from, t)
+            || user.trusted_devices.iter().any(|d| d.remembered_at < t))
+        .then_some(Action::RevokeTrustedDevices { before: t }),
+        // A temporary password issued within the allowed skew before `t` counts as set at `t`,
+        // or the next plan would reset it again until the clock passes `t`.
+        (ActionKind::ResetPassword, Some(t)) => {
+            below(user.password_set_at, t).then_some(Action::ResetPassword {
+                before: t,
+                set_at: now.max(t),
+            })
+        }
+        (_, None) => None,
+    }
+}
+
+/// The before/after slices and removed ids of applying `action` to `user`.
+fn effect(user: &User, action: &Action) -> (Slice, Slice, Vec<String>) {
+    let after_user = simulate(user, std::slice::from_ref(action));
+    let removed = |before: Vec<&str>, after: Vec<&str>| -> Vec<String> {
+        let keep: BTreeSet<&str> = after.into_iter().collect();
+        let mut r: Vec<String> = before
+            .into_iter()
+            .filter(|id| !keep.contains(id))
+            .map(str::to_string)
+            .collect();
+        r.sort();
+        r
+    };
+    let k = action.kind();
+    (
+        slice(user, k),
+        slice(&after_user, k),
+        removed(ids(user, k), ids(&after_user, k)),
+    )
+}
+
+/// The ids of the objects an action of kind `k` may delete.
+fn ids(u: &User, k: ActionKind) -> Vec<&str> {
+    match k {
+        ActionKind::RequireReregistration => u.methods.iter().map(|m| m.id.as_str()).collect(),
+        ActionKind::RevokeSessions => u.sessions.iter().map(|s| s.id.as_str()).collect(),
+        ActionKind::RevokeTrustedDevices => {
+            u.trusted_devices.iter().map(|d| d.id.as_str()).collect()
+        }
+        ActionKind::DeleteAppPasswords => u.app_passwords.iter().map(|a| a.id.as_str()).collect(),
+        ActionKind::ResetPassword => Vec::new(),
+    }
+}
+
+/// The fields of a user's state that an action of kind `k` changes (SPEC §5 `before`/`after`).
+pub fn slice(u: &User, k: ActionKind) -> Slice {
+    match k {
+        ActionKind::RequireReregistration => vec![
+            (
+                "registration-valid-from",
+                Val::Time(u.registration_valid_from),
+            ),
+            ("methods", Val::Count(u.methods.len())),
+        ],
+        ActionKind::RevokeSessions => vec![
+            ("sessions-valid-from", Val::Time(u.sessions_valid_from)),
+            ("sessions", Val::Count(u.sessions.len())),
+        ],
+        ActionKind::RevokeTrustedDevices => vec![
+            ("devices-valid-from", Val::Time(u.devices_valid_from)),
+            ("trusted-devices", Val::Count(u.trusted_devices.len())),
+        ],
+        ActionKind::ResetPassword => vec![
+            ("password-set-at", Val::Time(u.password_set_at)),
+            ("must-change-password", Val::Flag(u.must_change_password)),
+        ],
+        ActionKind::DeleteAppPasswords => {
+            vec![("app-passwords", Val::Count(u.app_passwords.len()))]
+        }
+    }
+}
+
+/// A user's state after `actions`: the same rules the store applies in SQL, as a pure function.
+pub fn simulate(user: &User, actions: &[Action]) -> User {
+    let mut u = user.clone();
+    let raise = |wm: &mut Option<Timestamp>, t: Timestamp| *wm = Some(wm.map_or(t, |w| w.max(t)));
+    for a in actions {
+        match *a {
+            Action::RequireReregistration { before } => {
+                raise(&mut u.registration_valid_from, before);
+                u.methods.retain(|m| m.registered_at >= before);
+            }
+            Action::RevokeSessions { before } => {
+                raise(&mut u.sessions_valid_from, before);
+                u.sessions.retain(|s| s.issued_at >= before);
+            }
+            Action::RevokeTrustedDevices { before } => {
+                raise(&mut u.devices_valid_from, before);
+                u.trusted_devices.retain(|d| d.remembered_at >= before);
+            }
+            Action::ResetPassword { set_at, .. } => {
+                u.password_set_at = Some(set_at);
+                u.must_change_password = true;
+            }
+            Action::DeleteAppPasswords => u.app_passwords.clear(),
+        }
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,442 @@
+//! Roles and guardrails (SPEC §4): which role may perform which action on which user, and the
+//! limits every plan and apply respects. Pure: the shell reads `policies/` (or the built-in
+//! defaults) and hands in the text.
+
+use crate::model::{key_of, ActionKind, User};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+
+/// The defaults built into the binary, identical to the repository's `policies/`.
+pub const DEFAULT_ROLES: &str = include_str!("../policies/roles.yaml");
+pub const DEFAULT_GUARDRAILS: &str = include_str!("../policies/guardrails.yaml");
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Every user.
+    Any,
+    /// Users holding no role, or only roles from this list.
+    HoldingOnly(BTreeSet<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HoldingOnly {
+    holding_only: BTreeSet<String>,
+}
+
+/// `targets: any` or `targets: {holding-only: [...]}`.
+impl<'de> Deserialize<'de> for Targets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Targets;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`any` or `{holding-only: [roles...]}`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Targets, E> {
+                match v {
+                    "any" => Ok(Targets::Any),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Targets, A::Error> {
+                let h =
+                    HoldingOnly::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Targets::HoldingOnly(h.holding_only))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRule {
+    pub name: String,
+    pub actions: Vec<ActionKind>,
+    pub targets: Targets,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesFile {
+    roles: Vec<RoleRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guardrails {
+    /// Keys (lowercase ids) of users never changed.
+    pub protected_users: BTreeSet<String>,
+    pub max_users_per_apply: usize,
+    pub max_future_skew_secs: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct GuardrailsFile {
+    #[serde(default)]
+    protected_users: Vec<String>,
+    #[serde(default = "default_max_users")]
+    max_users_per_apply: usize,
+    #[serde(default = "default_skew")]
+    max_future_skew: String,
+}
+
+fn default_max_users() -> usize {
+    500
+}
+fn default_skew() -> String {
+    "5m".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub roles: Vec<RoleRule>,
+    pub guardrails: Guardrails,
+}
+
+/// A policy file that could not be read, with the position serde_yaml found.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct PolicyError {
+    pub file: String,
+    pub message: String,
+}
+
+impl Policy {
+    /// Parses `roles.yaml` and `guardrails.yaml`; `*_name` label them in errors.
+    pub fn parse(
+        roles_name: &str,
+        roles: &str,
+        guardrails_name: &str,
+        guardrails: &str,
+    ) -> Result<Policy, PolicyError> {
+        let err = |file: &str, e: &dyn std::fmt::Display| PolicyError {
+            file: file.to_string(),
+            message: crate::render::escape_text(&e.to_string()).into_owned(),
+        };
+        let rf: RolesFile = serde_yaml::from_str(roles).map_err(|e| err(roles_name, &e))?;
+        let mut seen = BTreeSet::new();
+        for r in &rf.roles {
+            if !seen.insert(r.name.clone()) {
+                return Err(err(
+                    roles_name,
+                    &format!("role `{}` is listed twice", r.name),
+                ));
+            }
+        }
+        let gf: GuardrailsFile =
+            serde_yaml::from_str(guardrails).map_err(|e| err(guardrails_name, &e))?;
+        let skew = parse_duration(&gf.max_future_skew)
+            .map_err(|m| err(guardrails_name, &format!("max-future-skew: {m}")))?;
+        Ok(Policy {
+            roles: rf.roles,
+            guardrails: Guardrails {
+                protected_users: gf.protected_users.iter().map(|u| key_of(u)).collect(),
+                max_users_per_apply: gf.max_users_per_apply,
+                max_future_skew_secs: skew,
+            },
+        })
+    }
+
+    pub fn defaults() -> Policy {
+        Policy::parse(
+            "roles.yaml",
+            DEFAULT_ROLES,
+            "guardrails.yaml",
+            DEFAULT_GUARDRAILS,
+        )
+        .expect("the built-in policies parse")
+    }
+
+    /// The roles that may perform `action` on a user with these target facts, in file order.
+    pub fn roles_allowing(&self, action: ActionKind, target: &TargetFacts) -> Vec<&str> {
+        self.roles
+            .iter()
+            .filter(|r| r.actions.contains(&action) && r.reaches(target))
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+}
+
+impl RoleRule {
+    fn reaches(&self, t: &TargetFacts) -> bool {
+        match &self.targets {
+            Targets::Any => true,
+            Targets::HoldingOnly(allowed) => {
+                !t.in_role_assignable_group && t.roles.iter().all(|r| allowed.contains(r))
+            }
+        }
+    }
+}
+
+/// `5m`, `30s`, `2h`, `1d` → seconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 5m, 2h, 1d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("`{s}` is not a duration like 30s, 5m, 2h, 1d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+/// What the policy needs to know about a target user.
+#[derive(Debug, Clone, Default)]
+pub struct TargetFacts {
+    pub roles: Vec<String>,
+    pub in_role_assignable_group: bool,
+}
+
+impl TargetFacts {
+    pub fn of(user: &User, role_assignable_groups: &BTreeSet<String>) -> Self {
+        TargetFacts {
+            roles: user.roles.clone(),
+            in_role_assignable_group: user
+                .groups
+                .iter()
+                .any(|g| role_assignable_groups.contains(&key_of(g))),
+        }
+    }
+}
+
+/// Who is acting, as far as the store knows.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// No `--actor`: plans show which roles could approve each change.
+    None,
+    Unknown(String),
+    Disabled(String),
+    Known {
+        id: String,
+        roles: Vec<String>,
+    },
+}
+
+impl Actor {
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Actor::None => None,
+            Actor::Unknown(id) | Actor::Disabled(id) | Actor::Known { id, .. } => Some(id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed { role: String },
+    Denied { reason: String },
+}
+
+impl Verdict {
+    #[cfg(test)]
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Verdict::Allowed { .. })
+    }
+}
+
+/// Decides one change. `None` when there is no actor.
+pub fn evaluate(
+    policy: &Policy,
+    actor: &Actor,
+    action: ActionKind,
+    target_id: &str,
+    target: &TargetFacts,
+) -> Option<Verdict> {
+    let could = policy.roles_allowing(action, target);
+    let could_text = if could.is_empty() {
+        "no role in the policy may".to_string()
+    } else {
+        format!("roles that may: {}", could.join(", "))
+    };
+    let (id, roles) = match actor {
+        Actor::None => return None,
+        Actor::Unknown(id) => {
+            return Some(Verdict::Denied {
+                reason: format!("actor {id} is not a user in the store, so has no rights"),
+            })
+        }
+        Actor::Disabled(id) => {
+            return Some(Verdict::Denied {
+                reason: format!("actor {id} is disabled, so has no rights"),
+            })
+        }
+        Actor::Known { id, roles } => (id, roles),
+    };
+    for rule in &policy.roles {
+        if roles.contains(&rule.name) && rule.actions.contains(&action) && rule.reaches(target) {
+            return Some(Verdict::Allowed {
+                role: rule.name.clone(),
+            });
+        }
+    }
+    let granting: Vec<&str> = policy
+        .roles
+        .iter()
+        .filter(|r| roles.contains(&r.name) && r.actions.contains(&action))
+        .map(|r| r.name.as_str())
+        .collect();
+    let reason = if granting.is_empty() {
+        let held = if roles.is_empty() {
+            "no role".to_string()
+        } else {
+            roles.join(", ")
+        };
+        format!("{id} holds {held}, which may not {action}; {could_text}")
+    } else {
+        let what = describe_target(target);
+        format!(
+            "{} may not {action} for {target_id}, who {what}; {could_text}",
+            granting.join(", ")
+        )
+    };
+    Some(Verdict::Denied { reason })
+}
+
+fn describe_target(t: &TargetFacts) -> String {
+    let mut parts = Vec::new();
+    if !t.roles.is_empty() {
+        parts.push(format!("holds {}", t.roles.join(", ")));
+    }
+    if t.in_role_assignable_group {
+        parts.push("is in a role-assignable group".to_string());
+    }
+    parts.join(" and ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(roles: &[&str]) -> Actor {
+        Actor::Known {
+            id: "a@x".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+    fn target(roles: &[&str], ra: bool) -> TargetFacts {
+        TargetFacts {
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            in_role_assignable_group: ra,
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_spec_table() {
+        let p = Policy::defaults();
+        let plain = target(&[], false);
+        let ok = |actor: &[&str], a, t: &TargetFacts| {
+            evaluate(&p, &known(actor), a, "t", t).unwrap().is_allowed()
+        };
+        assert!(ok(
+            &["helpdesk-administrator"],
+            ActionKind::ResetPassword,
+            &plain
+        ));
+        assert!(!ok(
+            &["helpdesk-administrator"],
+            ActionKind::RevokeSessions,
+            &plain
+        ));
+        assert!(!ok(
+            &["helpdesk-administrator"],
+            ActionKind::ResetPassword,
+            &target(&["authentication-administrator"], false)
+        ));
+        assert!(ok(
+            &["authentication-administrator"],
+            ActionKind::RevokeSessions,
+            &target(&["reports-reader"], false)
+        ));
+        assert!(!ok(
+            &["authentication-administrator"],
+            ActionKind::RevokeSessions,
+            &target(&["global-administrator"], false)
+        ));
+        assert!(!ok(
+            &["authentication-administrator"],
+            ActionKind::RevokeSessions,
+            &target(&[], true)
+        ));
+        assert!(!ok(
+            &["authentication-administrator"],
+            ActionKind::DeleteAppPasswords,
+            &plain
+        ));
+        assert!(ok(
+            &["privileged-authentication-administrator"],
+            ActionKind::RevokeSessions,
+            &target(&["global-administrator"], true)
+        ));
+        assert!(!ok(
+            &["privileged-authentication-administrator"],
+            ActionKind::DeleteAppPasswords,
+            &plain
+        ));
+        assert!(ok(
+            &["global-administrator"],
+            ActionKind::DeleteAppPasswords,
+            &target(&["global-administrator"], true)
+        ));
+        assert_eq!(p.guardrails.max_users_per_apply, 500);
+        assert_eq!(p.guardrails.max_future_skew_secs, 300);
+    }
+
+    #[test]
+    fn the_least_privileged_allowing_role_is_named() {
+        let p = Policy::defaults();
+        let v = evaluate(
+            &p,
+            &known(&["global-administrator", "helpdesk-administrator"]),
+            ActionKind::ResetPassword,
+            "t",
+            &target(&[], false),
+        );
+        assert_eq!(
+            v,
+            Some(Verdict::Allowed {
+                role: "helpdesk-administrator".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_and_disabled_actors_have_no_rights() {
+        let p = Policy::defaults();
+        for a in [Actor::Unknown("u".into()), Actor::Disabled("d".into())] {
+            assert!(!evaluate(
+                &p,
+                &a,
+                ActionKind::ResetPassword,
+                "t",
+                &TargetFacts::default()
+            )
+            .unwrap()
+            .is_allowed());
+        }
+        assert_eq!(
+            evaluate(
+                &p,
+                &Actor::None,
+                ActionKind::ResetPassword,
+                "t",
+                &TargetFacts::default()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(300));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert!(parse_duration("5 minutes").is_err());
+    }
+}

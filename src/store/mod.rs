@@ -1,0 +1,311 @@
+//! The SQLite store (SPEC §3): the only module that knows table names.
+//!
+//! One file holds the directory (users, groups, MFA objects, watermarks), the audit log and the
+//! store revision. Schema changes are numbered forward-only migrations tracked in
+//! `PRAGMA user_version`; `PRAGMA application_id` marks the file as ours so that someone else's
+//! SQLite database is refused rather than written to.
+
+mod apply;
+mod directory;
+mod load;
+mod schema;
+
+pub use apply::{apply_plan, ResetSecret};
+pub use directory::{export, import, parse as directory_parse, show};
+pub use load::{load, load_actor};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `MFAC` as a big-endian u32: marks an mfactl store in the SQLite header.
+const APPLICATION_ID: i64 = 0x4D46_4143;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {0} does not exist; create it with `mfactl init` (or point --store / MFACTL_STORE at an existing one)")]
+    Missing(PathBuf),
+    #[error("store {0} is not an SQLite database ({1}); check the --store path")]
+    NotSqlite(PathBuf, String),
+    #[error("store {0} is an SQLite database that mfactl did not create; refusing to touch it (check the --store path)")]
+    Foreign(PathBuf),
+    #[error("store {path} has schema version {found}, newer than this mfactl knows ({known}); upgrade mfactl")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("store {path} has schema version {found}, older than this mfactl ({known}); run `mfactl init` to migrate it")]
+    TooOld {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "store {0} stayed locked by another mfactl for {1:?}; try again, or raise --lock-timeout"
+    )]
+    Locked(PathBuf, Duration),
+    #[error("store {0} is read-only; mfactl needs write access to change it")]
+    ReadOnly(PathBuf),
+    #[error("store {0}: the disk is full; free space and retry (nothing was changed)")]
+    Full(PathBuf),
+    #[error("store {path}: {context}: {detail}")]
+    Sql {
+        path: PathBuf,
+        context: String,
+        detail: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("store {path}: {detail}")]
+    Io { path: PathBuf, detail: String },
+}
+
+impl StoreError {
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, StoreError::Locked(..))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An open store and how long to wait for its write lock.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    lock_timeout: Duration,
+}
+
+impl Store {
+    /// Opens an existing store and checks that it is ours and of this schema version.
+    pub fn open(path: &Path, lock_timeout: Duration) -> Result<Store> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        let store = Self::connect(path, lock_timeout)?;
+        let (app_id, version) = store.identity()?;
+        if app_id != APPLICATION_ID {
+            return Err(StoreError::Foreign(path.to_path_buf()));
+        }
+        let known = schema::latest();
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known,
+            });
+        }
+        if version < known {
+            return Err(StoreError::TooOld {
+                path: path.to_path_buf(),
+                found: version,
+                known,
+            });
+        }
+        Ok(store)
+    }
+
+    /// Creates the store (mode 0600) or migrates an older one; a no-op on a current store.
+    /// Returns the store and whether it was created.
+    pub fn init(path: &Path, lock_timeout: Duration) -> Result<(Store, bool)> {
+        let created = !path.exists();
+        if created {
+            create_private_file(path)?;
+        }
+        let mut store = Self::connect(path, lock_timeout)?;
+        let (app_id, version) = store.identity()?;
+        let empty = store.is_empty()?;
+        if app_id != APPLICATION_ID && !(app_id == 0 && version == 0 && empty) {
+            return Err(StoreError::Foreign(path.to_path_buf()));
+        }
+        let known = schema::latest();
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known,
+            });
+        }
+        if version < known {
+            // WAL lets readers (plan, watch --detect-only) run beside an apply; it is persistent.
+            store
+                .conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .map_err(store.err("set journal mode"))?;
+            schema::migrate(&mut store.conn, version, APPLICATION_ID)
+                .map_err(store.err("migrate"))?;
+        }
+        Ok((store, created))
+    }
+
+    fn connect(path: &Path, lock_timeout: Duration) -> Result<Store> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| map_err(path, "open", e))?;
+        conn.busy_timeout(lock_timeout)
+            .map_err(|e| map_err(path, "open", e))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+            lock_timeout,
+        };
+        store
+            .conn
+            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+            .map_err(store.err("open"))?;
+        Ok(store)
+    }
+
+    fn identity(&self) -> Result<(i64, i64)> {
+        let app: i64 = self
+            .conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(self.err("read header"))?;
+        let ver: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(self.err("read header"))?;
+        Ok((app, ver))
+    }
+
+    fn is_empty(&self) -> Result<bool> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(self.err("read schema"))?;
+        Ok(n == 0)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Takes the write lock (`BEGIN IMMEDIATE`), waiting up to the lock timeout.
+    pub fn begin(&mut self) -> Result<Transaction<'_>> {
+        let (path, timeout) = (self.path.clone(), self.lock_timeout);
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| match map_err(&path, "begin transaction", e) {
+                StoreError::Locked(p, _) => StoreError::Locked(p, timeout),
+                other => other,
+            })
+    }
+
+    /// A mapper from rusqlite errors to store errors that name this store and the step.
+    pub fn err(&self, context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |e| match map_err(&self.path, context, e) {
+            StoreError::Locked(p, _) => StoreError::Locked(p, self.lock_timeout),
+            other => other,
+        }
+    }
+}
+
+/// Commits, naming the store in the error (a full disk or lost lock can surface only here).
+pub fn commit(tx: Transaction<'_>, path: &Path) -> Result<()> {
+    tx.commit().map_err(|e| map_err(path, "commit", e))
+}
+
+pub(crate) fn map_err(path: &Path, context: &str, e: rusqlite::Error) -> StoreError {
+    let p = path.to_path_buf();
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return StoreError::Locked(p, Duration::ZERO)
+            }
+            ErrorCode::NotADatabase => {
+                return StoreError::NotSqlite(p, "file is not a database".into())
+            }
+            ErrorCode::DatabaseCorrupt => {
+                return StoreError::NotSqlite(p, "the database file is corrupt or truncated".into())
+            }
+            ErrorCode::ReadOnly => return StoreError::ReadOnly(p),
+            ErrorCode::DiskFull => return StoreError::Full(p),
+            ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
+                return StoreError::Io {
+                    path: p,
+                    detail: format!("cannot open ({e})"),
+                }
+            }
+            _ => {}
+        }
+    }
+    StoreError::Sql {
+        path: p,
+        context: context.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
+        .map_err(|e| StoreError::Io {
+            path: path.to_path_buf(),
+            detail: format!("cannot create: {e}"),
+        })
+}
+
+/// The store revision: incremented by every apply and import.
+pub fn revision(conn: &Connection, path: &Path) -> Result<i64> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+        r.get(0)
+    })
+    .map_err(|e| map_err(path, "read revision", e))
+}
+
+pub(crate) fn bump_revision(conn: &Connection, path: &Path) -> Result<i64> {
+    conn.query_row(
+        "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(|e| map_err(path, "bump revision", e))
+}
+
+/// The audit log, oldest first, optionally for one user and from a time on.
+pub fn audit(
+    conn: &Connection,
+    path: &Path,
+    user: Option<&str>,
+    since: Option<crate::model::Timestamp>,
+) -> Result<Vec<crate::model::AuditRecord>> {
+    let e = |e| map_err(path, "read audit log", e);
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id FROM audit
+             WHERE (?1 IS NULL OR user_key = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY seq",
+        )
+        .map_err(e)?;
+    let key = user.map(crate::model::key_of);
+    let rows = stmt
+        .query_map(rusqlite::params![key, since.map(|t| t.unix())], |r| {
+            let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
+                let s: String = r.get(i)?;
+                Ok(serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)))
+            };
+            let sources: serde_json::Value = json(8)?;
+            Ok(crate::model::AuditRecord {
+                seq: r.get(0)?,
+                at: crate::model::Timestamp::from_unix(r.get(1)?),
+                actor: r.get(2)?,
+                role: r.get(3)?,
+                action: r.get(4)?,
+                user: r.get(5)?,
+                before: json(6)?,
+                after: json(7)?,
+                sources: serde_json::from_value(sources).unwrap_or_default(),
+                plan_id: r.get(9)?,
+            })
+        })
+        .map_err(e)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(e)
+}
