@@ -87,7 +87,17 @@ impl<'de> Deserialize<'de> for Timestamp {
                 )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                if matches!(v, "true" | "false" | "yes" | "no" | "on" | "off") {
+                    return Err(E::custom(format!(
+                        "`{v}` is a flag, but a timestamp is required (e.g. 2026-11-27T09:00:00Z): \
+                         the setting means \"nothing older than T\", and a bare flag would repeat \
+                         the action on every reconcile"
+                    )));
+                }
                 Timestamp::parse(v).map_err(E::custom)
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Timestamp, E> {
+                self.visit_str(if v { "true" } else { "false" })
             }
         }
         d.deserialize_str(V)

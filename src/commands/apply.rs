@@ -3,9 +3,8 @@
 //! The plan is recomputed under the write lock, so what is applied is exactly what the store held
 //! at that moment; on a terminal, the plan the user approved must still be that plan.
 
-use super::{compute_plan, manifests, out, Ctx};
+use super::{compute_plan, manifests, out, Ctx, Loaded};
 use crate::error::{CmdResult, Exit, Failure};
-use crate::manifest::{Manifest, SourceFile};
 use crate::model::{key_of, Action, Secret};
 use crate::plan::Plan;
 use crate::policy::{Policy, Verdict};
@@ -32,15 +31,14 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
             "stdin is not a terminal, so apply cannot ask for confirmation; pass --auto-approve",
         ));
     }
-    let (files, ms) = manifests(paths)?;
+    let input = manifests(paths)?;
     let policy = ctx.policy()?;
     let mut st = ctx.open_store()?;
     let preview = if interactive {
         let plan = compute_plan(
             st.conn(),
             st.path(),
-            &files,
-            &ms,
+            &input,
             &policy,
             Some(&actor),
             ctx.now,
@@ -62,8 +60,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     execute(
         ctx,
         &mut st,
-        &files,
-        &ms,
+        &input,
         &policy,
         &actor,
         opts,
@@ -72,12 +69,10 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
 }
 
 /// Applies under the write lock. With `preview`, refuses when the store no longer gives that plan.
-#[allow(clippy::too_many_arguments)]
 pub fn execute(
     ctx: &Ctx,
     st: &mut Store,
-    files: &[SourceFile],
-    ms: &[Manifest],
+    input: &Loaded,
     policy: &Policy,
     actor: &str,
     opts: &Options,
@@ -85,7 +80,7 @@ pub fn execute(
 ) -> CmdResult {
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
-    let plan = compute_plan(&tx, &path, files, ms, policy, Some(actor), ctx.now)?;
+    let plan = compute_plan(&tx, &path, input, policy, Some(actor), ctx.now)?;
     match preview {
         Some(p) if p.changes != plan.changes => {
             return Err(Failure::new(

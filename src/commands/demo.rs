@@ -4,9 +4,9 @@
 //! changes; erin's apply, refused as a whole because of the denied ones; the apply by gary (global
 //! administrator); and the plan again, now empty.
 
-use super::{compute_plan, invalid, out, parse_all, Ctx};
+use super::{compute_plan, out, parse_all, Ctx, Loaded};
 use crate::error::{CmdResult, Exit, Failure};
-use crate::manifest::{self, SourceFile};
+use crate::manifest::SourceFile;
 use crate::policy::Policy;
 use crate::render;
 use crate::store::Store;
@@ -51,10 +51,8 @@ pub fn run(ctx: &Ctx) -> CmdResult {
             text: t.to_string(),
         })
         .collect();
-    let (ms, problems) = parse_all(&files);
-    if !problems.is_empty() {
-        return Err(invalid(manifest::locate_all(problems, &files)));
-    }
+    let (manifests, problems) = parse_all(&files);
+    let input = Loaded { files, manifests, problems };
     // The walkthrough shows the built-in policies, whatever ./policies holds.
     let policy = Policy::defaults();
     let st_style = ctx.style;
@@ -62,7 +60,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
 
     heading(&format!(
         "mfactl demo: a fresh {DB} with {u} users and {g} groups, and the {} manifests in examples/manifests",
-        files.len()
+        input.files.len()
     ));
     heading(&format!(
         "1. mfactl plan --actor {EXAMPLE_ADMIN}   (authentication-administrator)"
@@ -70,8 +68,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     let plan = compute_plan(
         st.conn(),
         st.path(),
-        &files,
-        &ms,
+        &input,
         &policy,
         Some(EXAMPLE_ADMIN),
         ctx.now,
@@ -93,8 +90,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     match super::apply::execute(
         &quiet,
         &mut st,
-        &files,
-        &ms,
+        &input,
         &policy,
         EXAMPLE_ADMIN,
         &opts,
@@ -112,8 +108,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     let approved = compute_plan(
         st.conn(),
         st.path(),
-        &files,
-        &ms,
+        &input,
         &policy,
         Some(GLOBAL_ADMIN),
         ctx.now,
@@ -125,8 +120,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     let code = super::apply::execute(
         ctx,
         &mut st,
-        &files,
-        &ms,
+        &input,
         &policy,
         GLOBAL_ADMIN,
         &opts,
@@ -142,8 +136,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     let again = compute_plan(
         st.conn(),
         st.path(),
-        &files,
-        &ms,
+        &input,
         &policy,
         Some(GLOBAL_ADMIN),
         ctx.now,

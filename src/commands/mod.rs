@@ -105,14 +105,19 @@ impl Ctx {
     }
 }
 
-/// Reads and parses the manifests; any problem fails with every located message.
-pub fn manifests(paths: &[PathBuf]) -> Result<(Vec<SourceFile>, Vec<Manifest>), Failure> {
+/// The manifests as read and parsed, with the problems parsing found. Checks that need the store
+/// run in [`compute_plan`], which reports these problems together with its own.
+pub struct Loaded {
+    pub files: Vec<SourceFile>,
+    pub manifests: Vec<Manifest>,
+    pub problems: Vec<manifest::Problem>,
+}
+
+/// Reads and parses the manifests; unreadable files fail at once.
+pub fn manifests(paths: &[PathBuf]) -> Result<Loaded, Failure> {
     let files = sources::read(paths).map_err(|lines| Failure::many(Exit::Error, lines))?;
-    let (ms, problems) = parse_all(&files);
-    if !problems.is_empty() {
-        return Err(invalid(manifest::locate_all(problems, &files)));
-    }
-    Ok((files, ms))
+    let (manifests, problems) = parse_all(&files);
+    Ok(Loaded { files, manifests, problems })
 }
 
 pub fn parse_all(files: &[SourceFile]) -> (Vec<Manifest>, Vec<manifest::Problem>) {
@@ -137,23 +142,29 @@ pub fn invalid(located: Vec<manifest::Located>) -> Failure {
     Failure::many(Exit::Error, lines)
 }
 
-/// Loads what the manifests need from `conn` and computes the plan.
+/// Loads what the manifests need from `conn` and computes the plan. Any problem — from parsing or
+/// from the checks against the store — fails with every located message.
 pub fn compute_plan(
     conn: &rusqlite::Connection,
     store_path: &Path,
-    files: &[SourceFile],
-    ms: &[Manifest],
+    input: &Loaded,
     policy: &Policy,
     actor: Option<&str>,
     now: Timestamp,
 ) -> Result<Plan, Failure> {
-    let needs = crate::plan::needs(ms);
+    let needs = crate::plan::needs(&input.manifests);
     let actual = crate::store::load(conn, store_path, &needs, actor)?;
     let who = crate::store::load_actor(&actual, actor);
-    let mut plan = crate::plan::plan(ms, &actual, policy, &who, now)
-        .map_err(|problems| invalid(manifest::locate_all(problems, files)))?;
-    plan.id = random_id();
-    Ok(plan)
+    let mut problems = input.problems.clone();
+    match crate::plan::plan(&input.manifests, &actual, policy, &who, now) {
+        Err(more) => problems.extend(more),
+        Ok(mut plan) if problems.is_empty() => {
+            plan.id = random_id();
+            return Ok(plan);
+        }
+        Ok(_) => {}
+    }
+    Err(invalid(manifest::locate_all(problems, &input.files)))
 }
 
 /// 128 random bits as hex: plan ids.

@@ -7,14 +7,13 @@ use crate::render;
 use std::path::PathBuf;
 
 pub fn run(ctx: &Ctx, paths: &[PathBuf], detailed: bool, format: PlanFormat) -> CmdResult {
-    let (files, ms) = manifests(paths)?;
+    let input = manifests(paths)?;
     let policy = ctx.policy()?;
     let st = ctx.open_store()?;
     let plan = compute_plan(
         st.conn(),
         st.path(),
-        &files,
-        &ms,
+        &input,
         &policy,
         ctx.actor.as_deref(),
         ctx.now,

@@ -69,6 +69,11 @@ fn walk(
     };
     if let Some(d) = depth {
         if best.as_ref().is_none_or(|(bd, _)| d > *bd) {
+            // A block mapping's start event is marked at its first `:`; point at its first key.
+            let mark = match (event, ev.get(*i + 1)) {
+                (Event::MappingStart(..), Some((Event::Scalar(..), key_mark))) => key_mark,
+                _ => mark,
+            };
             *best = Some((d, *mark));
         }
     }
@@ -136,7 +141,7 @@ mod tests {
             Seg::key("users"),
             Seg::Index(1),
         ];
-        assert_eq!(locate(DOC, 0, &users1), Some((3, 17)));
+        assert_eq!(locate(DOC, 0, &users1), Some((3, 16)));
         assert_eq!(
             locate(DOC, 0, &[Seg::key("spec"), Seg::Index(1)]),
             Some((5, 5))
