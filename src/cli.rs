@@ -66,11 +66,21 @@ pub enum Command {
         detailed_exitcode: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
+        /// Also save the plan (JSON with per-user fingerprints) for `apply --plan`
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Add a per-user unified diff of the actual state against the state after apply
+        #[arg(long)]
+        diff: bool,
     },
     /// Apply the manifests to the store, in one transaction
     Apply {
         /// Manifest files or directories [default: ./manifests]
+        #[arg(conflicts_with = "plan")]
         paths: Vec<PathBuf>,
+        /// Apply exactly this saved plan (from `plan --out`), if every user it touches is unchanged
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
         /// Do not ask for confirmation (required when stdin is not a terminal)
         #[arg(long)]
         auto_approve: bool,
@@ -80,6 +90,13 @@ pub enum Command {
         /// New file (mode 0600) for the temporary passwords of reset-password
         #[arg(long, value_name = "FILE")]
         credentials_out: Option<PathBuf>,
+    },
+    /// Print the manifest JSON Schema (draft 2020-12)
+    Schema,
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// One user's actual state, as YAML
     Show { user: String },
@@ -111,6 +128,7 @@ pub enum StoreCommand {
 pub enum PlanFormat {
     Text,
     Json,
+    Markdown,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ mod model;
 mod plan;
 mod policy;
 mod render;
+mod saved;
 mod sources;
 mod store;
 

@@ -495,5 +495,91 @@ pub fn simulate(user: &User, actions: &[Action]) -> User {
     u
 }
 
+/// A change as a saved plan records it: enough to rebuild the exact [`Action`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub user: String,
+    pub kind: ActionKind,
+    /// The T of "nothing older than T"; `None` only for `delete-app-passwords`.
+    pub cutoff: Option<Timestamp>,
+    pub sources: Vec<String>,
+}
+
+/// The cutoff an action carries, for saving it.
+pub fn cutoff(a: &Action) -> Option<Timestamp> {
+    match *a {
+        Action::RequireReregistration { before }
+        | Action::RevokeSessions { before }
+        | Action::RevokeTrustedDevices { before }
+        | Action::ResetPassword { before, .. } => Some(before),
+        Action::DeleteAppPasswords => None,
+    }
+}
+
+/// Rebuilds a saved plan's changes against the current state (which the caller has checked is the
+/// state the plan saw), with verdicts for the current actor and policy. Returns the users a change
+/// cannot be rebuilt for (unknown user, or a timestamped action without its cutoff).
+pub fn replan(
+    planned: &[Planned],
+    actual: &Actual,
+    policy: &Policy,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<Vec<Change>, Vec<String>> {
+    let ra_groups = actual.role_assignable_groups();
+    let mut changes = Vec::new();
+    let mut bad = Vec::new();
+    for p in planned {
+        let Some(user) = actual.users.get(&key_of(&p.user)) else {
+            bad.push(p.user.clone());
+            continue;
+        };
+        let action = match (p.kind, p.cutoff) {
+            (ActionKind::DeleteAppPasswords, _) => Action::DeleteAppPasswords,
+            (ActionKind::RequireReregistration, Some(t)) => Action::RequireReregistration { before: t },
+            (ActionKind::RevokeSessions, Some(t)) => Action::RevokeSessions { before: t },
+            (ActionKind::RevokeTrustedDevices, Some(t)) => Action::RevokeTrustedDevices { before: t },
+            (ActionKind::ResetPassword, Some(t)) => Action::ResetPassword { before: t, set_at: now.max(t) },
+            (_, None) => {
+                bad.push(p.user.clone());
+                continue;
+            }
+        };
+        let facts = TargetFacts::of(user, &ra_groups);
+        let (before, after, removes) = effect(user, &action);
+        changes.push(Change {
+            user: user.id.clone(),
+            verdict: evaluate(policy, actor, p.kind, &user.id, &facts),
+            could_approve: policy.roles_allowing(p.kind, &facts).into_iter().map(str::to_string).collect(),
+            action,
+            before,
+            after,
+            removes,
+            sources: p.sources.clone(),
+        });
+    }
+    if bad.is_empty() {
+        Ok(changes)
+    } else {
+        Err(bad)
+    }
+}
+
+/// A digest of a user's whole state: a saved plan records one per user it changes, and applying it
+/// requires each to be unchanged.
+pub fn fingerprint(user: &User) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(user).unwrap_or_default();
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Fingerprints of every user the plan changes, by id as the store spells it.
+pub fn fingerprints(plan: &Plan, actual: &Actual) -> BTreeMap<String, String> {
+    plan.changes
+        .iter()
+        .filter_map(|c| actual.users.get(&key_of(&c.user)).map(|u| (u.id.clone(), fingerprint(u))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

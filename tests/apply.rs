@@ -13,7 +13,13 @@ fn reset_carol(env: &Env) {
 #[test]
 fn apply_needs_an_actor_and_approval_and_changes_nothing_without_them() {
     let env = Env::example();
-    env.write("m/a.yaml", &manifest("apps", "  - users: [bob@contoso.example]\n    app-passwords: none\n"));
+    env.write(
+        "m/a.yaml",
+        &manifest(
+            "apps",
+            "  - users: [bob@contoso.example]\n    app-passwords: none\n",
+        ),
+    );
     let before = env.export();
     let o = env.run(&["apply", "m", "--auto-approve"]);
     assert_eq!(o.code, 1);
@@ -22,7 +28,10 @@ fn apply_needs_an_actor_and_approval_and_changes_nothing_without_them() {
     assert_eq!(o.code, 1, "stdin is not a terminal");
     assert!(o.stderr.contains("--auto-approve"), "{}", o.stderr);
     assert_eq!(env.export(), before);
-    let o = env.run_env(&["apply", "m", "--auto-approve"], &[("MFACTL_ACTOR", ADMIN)]);
+    let o = env.run_env(
+        &["apply", "m", "--auto-approve"],
+        &[("MFACTL_ACTOR", ADMIN)],
+    );
     assert_eq!(o.code, 0, "MFACTL_ACTOR names the actor: {}", o.all());
     assert_ne!(env.export(), before);
 }
@@ -35,7 +44,11 @@ fn a_reset_without_credentials_out_applies_nothing() {
     let o = env.run(&["apply", "m", "--auto-approve", "--actor", ADMIN]);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(o.stderr.contains("--credentials-out"), "{}", o.stderr);
-    assert_eq!(env.export(), before, "the session revocation was not applied either");
+    assert_eq!(
+        env.export(),
+        before,
+        "the session revocation was not applied either"
+    );
 }
 
 #[test]
@@ -44,14 +57,33 @@ fn an_existing_credentials_file_is_refused_and_nothing_applied() {
     reset_carol(&env);
     env.write("creds.txt", "keep me\n");
     let before = env.export();
-    let o = env.run(&["apply", "m", "--auto-approve", "--actor", ADMIN, "--credentials-out", "creds.txt"]);
+    let o = env.run(&[
+        "apply",
+        "m",
+        "--auto-approve",
+        "--actor",
+        ADMIN,
+        "--credentials-out",
+        "creds.txt",
+    ]);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(o.stderr.contains("creds.txt"), "{}", o.stderr);
-    assert_eq!(std::fs::read_to_string(env.path("creds.txt")).unwrap(), "keep me\n");
+    assert_eq!(
+        std::fs::read_to_string(env.path("creds.txt")).unwrap(),
+        "keep me\n"
+    );
     assert_eq!(env.export(), before);
     // A symlink is refused too, even a dangling one.
     std::os::unix::fs::symlink(env.path("elsewhere"), env.path("link.txt")).unwrap();
-    let o = env.run(&["apply", "m", "--auto-approve", "--actor", ADMIN, "--credentials-out", "link.txt"]);
+    let o = env.run(&[
+        "apply",
+        "m",
+        "--auto-approve",
+        "--actor",
+        ADMIN,
+        "--credentials-out",
+        "link.txt",
+    ]);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(!env.exists("elsewhere"));
 }
@@ -61,10 +93,21 @@ fn the_temporary_password_appears_only_in_the_credentials_file() {
     let env = Env::example();
     reset_carol(&env);
     let plan = env.ok(&["plan", "m", "--format", "json", "--actor", ADMIN]);
-    let o = env.run(&["apply", "m", "--auto-approve", "--actor", ADMIN, "--credentials-out", "creds.txt"]);
+    let o = env.run(&[
+        "apply",
+        "m",
+        "--auto-approve",
+        "--actor",
+        ADMIN,
+        "--credentials-out",
+        "creds.txt",
+    ]);
     assert_eq!(o.code, 0, "{}", o.all());
     let creds = env.path("creds.txt");
-    assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let text = std::fs::read_to_string(&creds).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1);
@@ -85,17 +128,29 @@ fn the_temporary_password_appears_only_in_the_credentials_file() {
         seen.push(env.ok(&args).all());
     }
     for out in &seen {
-        assert!(!out.contains(password), "password leaked into output:\n{out}");
+        assert!(
+            !out.contains(password),
+            "password leaked into output:\n{out}"
+        );
     }
     // Nor in the store's bytes (only an argon2 hash is kept).
     for f in ["mfactl.db", "mfactl.db-wal"] {
         if let Ok(bytes) = std::fs::read(env.path(f)) {
-            assert!(!bytes.windows(password.len()).any(|w| w == password.as_bytes()), "password in {f}");
+            assert!(
+                !bytes
+                    .windows(password.len())
+                    .any(|w| w == password.as_bytes()),
+                "password in {f}"
+            );
         }
     }
     let db = rusqlite::Connection::open(&env.store).unwrap();
     let hash: String = db
-        .query_row("SELECT password_hash FROM users WHERE key = 'carol@contoso.example'", [], |r| r.get(0))
+        .query_row(
+            "SELECT password_hash FROM users WHERE key = 'carol@contoso.example'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
 }
@@ -104,12 +159,23 @@ fn the_temporary_password_appears_only_in_the_credentials_file() {
 fn every_change_gets_one_audit_record() {
     let env = Env::example();
     reset_carol(&env);
-    env.ok(&["apply", "m", "--auto-approve", "--actor", ADMIN, "--credentials-out", "c.txt"]);
-    let audit: serde_json::Value = serde_json::from_str(&env.ok(&["audit", "--format", "json"]).stdout).unwrap();
+    env.ok(&[
+        "apply",
+        "m",
+        "--auto-approve",
+        "--actor",
+        ADMIN,
+        "--credentials-out",
+        "c.txt",
+    ]);
+    let audit: serde_json::Value =
+        serde_json::from_str(&env.ok(&["audit", "--format", "json"]).stdout).unwrap();
     let records = audit.as_array().unwrap();
     assert_eq!(records.len(), 2);
     let r = &records[0];
-    for field in ["at", "actor", "role", "action", "user", "before", "after", "sources", "plan_id"] {
+    for field in [
+        "at", "actor", "role", "action", "user", "before", "after", "sources", "plan_id",
+    ] {
         assert!(r.get(field).is_some(), "audit record lacks {field}: {r}");
     }
     assert_eq!(r["actor"], ADMIN);
@@ -119,49 +185,107 @@ fn every_change_gets_one_audit_record() {
     assert_eq!(r["at"], NOW);
     assert_eq!(r["sources"], serde_json::json!(["pw"]));
     assert_eq!(records[1]["action"], "revoke-sessions");
-    assert_eq!(records[1]["before"], serde_json::json!({"sessions-valid-from": "2025-12-31T23:00:00Z", "sessions": 2}));
+    assert_eq!(
+        records[1]["before"],
+        serde_json::json!({"sessions-valid-from": "2025-12-31T23:00:00Z", "sessions": 2})
+    );
     assert_eq!(r["plan_id"], records[1]["plan_id"]);
 
     let text = env.ok(&["audit"]).stdout;
-    assert!(text.contains("revoke-sessions") && text.contains("carol@contoso.example"), "{text}");
-    let none: serde_json::Value =
-        serde_json::from_str(&env.ok(&["audit", "--user", "bob@contoso.example", "--format", "json"]).stdout).unwrap();
+    assert!(
+        text.contains("revoke-sessions") && text.contains("carol@contoso.example"),
+        "{text}"
+    );
+    let none: serde_json::Value = serde_json::from_str(
+        &env.ok(&["audit", "--user", "bob@contoso.example", "--format", "json"])
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(none.as_array().unwrap().len(), 0);
-    let mine: serde_json::Value =
-        serde_json::from_str(&env.ok(&["audit", "--user", "CAROL@contoso.example", "--format", "json"]).stdout).unwrap();
+    let mine: serde_json::Value = serde_json::from_str(
+        &env.ok(&[
+            "audit",
+            "--user",
+            "CAROL@contoso.example",
+            "--format",
+            "json",
+        ])
+        .stdout,
+    )
+    .unwrap();
     assert_eq!(mine.as_array().unwrap().len(), 2);
-    let later: serde_json::Value =
-        serde_json::from_str(&env.ok(&["audit", "--since", "2026-12-01", "--format", "json"]).stdout).unwrap();
+    let later: serde_json::Value = serde_json::from_str(
+        &env.ok(&["audit", "--since", "2026-12-01", "--format", "json"])
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(later.as_array().unwrap().len(), 0);
 }
 
 #[test]
 fn each_apply_bumps_the_store_revision() {
     let env = Env::example();
-    env.write("m/a.yaml", &manifest("apps", "  - users: [bob@contoso.example]\n    app-passwords: none\n"));
+    env.write(
+        "m/a.yaml",
+        &manifest(
+            "apps",
+            "  - users: [bob@contoso.example]\n    app-passwords: none\n",
+        ),
+    );
     let rev = |env: &Env| -> i64 {
-        let v: serde_json::Value = serde_json::from_str(&env.ok(&["plan", "m", "--format", "json"]).stdout).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&env.ok(&["plan", "m", "--format", "json"]).stdout).unwrap();
         v["store_revision"].as_i64().unwrap()
     };
     let r0 = rev(&env);
     env.ok(&["apply", "m", "--auto-approve", "--actor", ADMIN]);
     assert_eq!(rev(&env), r0 + 1);
     env.ok(&["apply", "m", "--auto-approve", "--actor", ADMIN]);
-    assert_eq!(rev(&env), r0 + 1, "an empty apply changes nothing, not even the revision");
+    assert_eq!(
+        rev(&env),
+        r0 + 1,
+        "an empty apply changes nothing, not even the revision"
+    );
 }
 
 #[test]
 fn max_users_per_apply_refuses_a_large_apply_unless_allowed() {
     let env = Env::example();
     env.write("pol/roles.yaml", policy_roles());
-    env.write("pol/guardrails.yaml", "protected-users: []\nmax-users-per-apply: 2\nmax-future-skew: 5m\n");
-    env.write("m/t.yaml", &manifest("t", "  - group: contractors\n    revoke-trusted-devices-before: 2026-11-20\n"));
+    env.write(
+        "pol/guardrails.yaml",
+        "protected-users: []\nmax-users-per-apply: 2\nmax-future-skew: 5m\n",
+    );
+    env.write(
+        "m/t.yaml",
+        &manifest(
+            "t",
+            "  - group: contractors\n    revoke-trusted-devices-before: 2026-11-20\n",
+        ),
+    );
     let before = env.export();
-    let o = env.run(&["--policies", "pol", "apply", "m", "--auto-approve", "--actor", ADMIN]);
+    let o = env.run(&[
+        "--policies",
+        "pol",
+        "apply",
+        "m",
+        "--auto-approve",
+        "--actor",
+        ADMIN,
+    ]);
     assert_eq!(o.code, 3, "{}", o.all());
     assert!(o.stderr.contains("--allow-large"), "{}", o.stderr);
     assert_eq!(env.export(), before);
-    let o = env.run(&["--policies", "pol", "apply", "m", "--auto-approve", "--allow-large", "--actor", ADMIN]);
+    let o = env.run(&[
+        "--policies",
+        "pol",
+        "apply",
+        "m",
+        "--auto-approve",
+        "--allow-large",
+        "--actor",
+        ADMIN,
+    ]);
     assert_eq!(o.code, 0, "{}", o.all());
 }
 
@@ -172,25 +296,82 @@ fn policy_roles() -> &'static str {
 #[test]
 fn detailed_exit_codes_follow_the_plan() {
     let env = Env::example();
-    env.write("m/a.yaml", &manifest("apps", "  - users: [bob@contoso.example]\n    app-passwords: none\n"));
-    assert_eq!(env.run(&["plan", "m", "--detailed-exitcode", "--actor", ADMIN]).code, 2);
-    assert_eq!(env.run(&["plan", "m", "--detailed-exitcode", "--actor", "erin@contoso.example"]).code, 3);
-    assert_eq!(env.run(&["plan", "m", "--actor", "erin@contoso.example"]).code, 0, "without the flag a plan exits 0");
-    let o = env.run(&["apply", "m", "--auto-approve", "--actor", "erin@contoso.example"]);
+    env.write(
+        "m/a.yaml",
+        &manifest(
+            "apps",
+            "  - users: [bob@contoso.example]\n    app-passwords: none\n",
+        ),
+    );
+    assert_eq!(
+        env.run(&["plan", "m", "--detailed-exitcode", "--actor", ADMIN])
+            .code,
+        2
+    );
+    assert_eq!(
+        env.run(&[
+            "plan",
+            "m",
+            "--detailed-exitcode",
+            "--actor",
+            "erin@contoso.example"
+        ])
+        .code,
+        3
+    );
+    assert_eq!(
+        env.run(&["plan", "m", "--actor", "erin@contoso.example"])
+            .code,
+        0,
+        "without the flag a plan exits 0"
+    );
+    let o = env.run(&[
+        "apply",
+        "m",
+        "--auto-approve",
+        "--actor",
+        "erin@contoso.example",
+    ]);
     assert_eq!(o.code, 3, "{}", o.all());
     env.ok(&["apply", "m", "--auto-approve", "--actor", ADMIN]);
-    assert_eq!(env.run(&["plan", "m", "--detailed-exitcode", "--actor", ADMIN]).code, 0);
+    assert_eq!(
+        env.run(&["plan", "m", "--detailed-exitcode", "--actor", ADMIN])
+            .code,
+        0
+    );
 }
 
 #[test]
 fn text_plan_is_uncoloured_when_piped_and_summarises() {
     let env = Env::example();
     let m = format!("{EXAMPLES}/manifests");
-    let o = env.run_env(&["plan", &m, "--actor", "erin@contoso.example"], &[("NO_COLOR", "")]);
-    assert!(!o.stdout.contains('\x1b'), "no colour when stdout is not a terminal");
-    assert!(o.stdout.contains("Plan: 15 changes for 6 users, 4 denied."), "{}", o.stdout);
-    assert!(o.stdout.contains("removes: s-alice-1, s-alice-2"), "{}", o.stdout);
-    assert!(o.stdout.contains("breakglass@contoso.example (protected"), "{}", o.stdout);
+    let o = env.run_env(
+        &["plan", &m, "--actor", "erin@contoso.example"],
+        &[("NO_COLOR", "")],
+    );
+    assert!(
+        !o.stdout.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
+    assert!(
+        o.stdout.contains("Plan: 15 changes for 6 users, 4 denied."),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("removes: s-alice-1, s-alice-2"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("breakglass@contoso.example (protected"),
+        "{}",
+        o.stdout
+    );
     let o = env.run(&["plan", &m]);
-    assert!(o.stdout.contains("needs one of: global-administrator"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("needs one of: global-administrator"),
+        "{}",
+        o.stdout
+    );
 }

@@ -12,7 +12,11 @@ fn a_missing_store_is_refused_with_a_hint_to_init() {
         let o = env.run(&args);
         assert_eq!(o.code, 1, "{args:?}");
         assert!(o.stderr.contains("mfactl init"), "{}", o.stderr);
-        assert!(o.stderr.contains("mfactl.db"), "names the store: {}", o.stderr);
+        assert!(
+            o.stderr.contains("mfactl.db"),
+            "names the store: {}",
+            o.stderr
+        );
     }
     assert!(!env.exists("mfactl.db"), "nothing but init creates a store");
 }
@@ -39,7 +43,10 @@ fn init_demo_imports_the_example_tenant() {
 #[test]
 fn a_store_from_a_newer_mfactl_is_refused() {
     let env = Env::example();
-    rusqlite::Connection::open(&env.store).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    rusqlite::Connection::open(&env.store)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
     for args in [vec!["store", "export"], vec!["init"]] {
         let o = env.run(&args);
         assert_eq!(o.code, 1, "{args:?}");
@@ -51,7 +58,8 @@ fn a_store_from_a_newer_mfactl_is_refused() {
 fn someone_elses_sqlite_database_is_refused_and_untouched() {
     let env = Env::bare();
     let c = rusqlite::Connection::open(&env.store).unwrap();
-    c.execute_batch("CREATE TABLE invoices (id INTEGER); INSERT INTO invoices VALUES (1);").unwrap();
+    c.execute_batch("CREATE TABLE invoices (id INTEGER); INSERT INTO invoices VALUES (1);")
+        .unwrap();
     drop(c);
     let before = std::fs::read(&env.store).unwrap();
     for args in [vec!["init"], vec!["store", "export"]] {
@@ -65,7 +73,9 @@ fn someone_elses_sqlite_database_is_refused_and_untouched() {
 #[test]
 fn random_bytes_are_not_a_store() {
     let env = Env::bare();
-    let junk: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&env.store, &junk).unwrap();
     let o = env.run(&["store", "export"]);
     assert_eq!(o.code, 1);
@@ -95,12 +105,25 @@ fn export_import_export_round_trips() {
 fn import_replaces_listed_users_whole_and_leaves_others() {
     let env = Env::example();
     let bob_before = env.ok(&["show", "bob@contoso.example"]).stdout;
-    env.import(&user_yaml("Alice@Contoso.example", &[], &[], "    must-change-password: true\n"));
+    env.import(&user_yaml(
+        "Alice@Contoso.example",
+        &[],
+        &[],
+        "    must-change-password: true\n",
+    ));
     let alice = env.show("alice@contoso.example");
-    assert_eq!(alice["id"].as_str(), Some("Alice@Contoso.example"), "the store keeps the new spelling");
+    assert_eq!(
+        alice["id"].as_str(),
+        Some("Alice@Contoso.example"),
+        "the store keeps the new spelling"
+    );
     assert_eq!(alice["display-name"].as_str(), Some("T"));
     assert_eq!(alice["must-change-password"].as_bool(), Some(true));
-    assert_eq!(alice["methods"].as_sequence().unwrap().len(), 0, "replaced as a whole");
+    assert_eq!(
+        alice["methods"].as_sequence().unwrap().len(),
+        0,
+        "replaced as a whole"
+    );
     assert_eq!(alice["groups"].as_sequence().unwrap().len(), 0);
     assert_eq!(env.ok(&["show", "bob@contoso.example"]).stdout, bob_before);
 }
@@ -109,7 +132,10 @@ fn import_replaces_listed_users_whole_and_leaves_others() {
 fn a_bad_import_reports_where_and_imports_nothing() {
     let env = Env::example();
     let before = env.export();
-    env.write("bad.yaml", "users:\n  - id: x@contoso.example\n    colour: blue\n");
+    env.write(
+        "bad.yaml",
+        "users:\n  - id: x@contoso.example\n    colour: blue\n",
+    );
     let o = env.run(&["store", "import", "bad.yaml"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("bad.yaml:3:5:"), "{}", o.stderr);
@@ -126,7 +152,11 @@ fn a_bad_import_reports_where_and_imports_nothing() {
     env.write("bad3.yaml", "users:\n  - id: d@contoso.example\n    sessions: [{id: s, issued-at: 2026-01-01}, {id: s, issued-at: 2026-01-02}]\n");
     let o = env.run(&["store", "import", "bad3.yaml"]);
     assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("two sessions with id `s`"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("two sessions with id `s`"),
+        "{}",
+        o.stderr
+    );
     assert_eq!(env.export(), before);
 }
 

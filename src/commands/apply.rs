@@ -22,34 +22,18 @@ pub struct Options {
 }
 
 pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
-    let actor = ctx.actor.clone().ok_or_else(|| {
-        Failure::error("apply needs an actor: pass --actor ID or set MFACTL_ACTOR")
-    })?;
-    let interactive = !opts.auto_approve && std::io::stdin().is_terminal();
-    if !opts.auto_approve && !interactive {
-        return Err(Failure::error(
-            "stdin is not a terminal, so apply cannot ask for confirmation; pass --auto-approve",
-        ));
-    }
+    let actor = require_actor(ctx)?;
+    let interactive = require_approval(opts)?;
     let input = manifests(paths)?;
     let policy = ctx.policy()?;
     let mut st = ctx.open_store()?;
     let preview = if interactive {
-        let plan = compute_plan(
-            st.conn(),
-            st.path(),
-            &input,
-            &policy,
-            Some(&actor),
-            ctx.now,
-        )?;
+        let (plan, _) = compute_plan(st.conn(), st.path(), &input, &policy, Some(&actor), ctx.now)?;
         out(&render::text::plan(&plan, ctx.style));
         if plan.is_empty() {
             return Ok(Exit::Ok);
         }
-        refuse_denied(&plan)?;
-        refuse_large(&plan, &policy, opts)?;
-        refuse_missing_credentials(&plan, opts)?;
+        check(&plan, &policy, opts)?;
         if !confirm(plan.changes.len())? {
             return Err(Failure::error("apply cancelled; nothing was changed"));
         }
@@ -68,6 +52,23 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     )
 }
 
+fn require_actor(ctx: &Ctx) -> Result<String, Failure> {
+    ctx.actor
+        .clone()
+        .ok_or_else(|| Failure::error("apply needs an actor: pass --actor ID or set MFACTL_ACTOR"))
+}
+
+/// Whether to ask on the terminal; an error when there is no terminal and no `--auto-approve`.
+fn require_approval(opts: &Options) -> Result<bool, Failure> {
+    let interactive = !opts.auto_approve && std::io::stdin().is_terminal();
+    if !opts.auto_approve && !interactive {
+        return Err(Failure::error(
+            "stdin is not a terminal, so apply cannot ask for confirmation; pass --auto-approve",
+        ));
+    }
+    Ok(interactive)
+}
+
 /// Applies under the write lock. With `preview`, refuses when the store no longer gives that plan.
 pub fn execute(
     ctx: &Ctx,
@@ -80,7 +81,7 @@ pub fn execute(
 ) -> CmdResult {
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
-    let plan = compute_plan(&tx, &path, input, policy, Some(actor), ctx.now)?;
+    let (plan, _) = compute_plan(&tx, &path, input, policy, Some(actor), ctx.now)?;
     match preview {
         Some(p) if p.changes != plan.changes => {
             return Err(Failure::new(
@@ -91,14 +92,107 @@ pub fn execute(
         Some(_) => {}
         None => out(&render::text::plan(&plan, ctx.style)),
     }
+    commit_plan(ctx, tx, &path, &plan, policy, actor, opts)
+}
+
+/// `apply --plan FILE`: exactly the saved changes, only if every user they touch is unchanged.
+pub fn run_saved(ctx: &Ctx, file: &Path, opts: &Options) -> CmdResult {
+    let actor = require_actor(ctx)?;
+    let text = super::store::read_capped(file)?;
+    let name = file.display().to_string();
+    let saved = crate::saved::parse(&name, &text).map_err(Failure::error)?;
+    let policy = ctx.policy()?;
+    let mut st = ctx.open_store()?;
+    let path = st.path().to_path_buf();
+    let tx = st.begin()?;
+    if store::plan_applied(&tx, &path, &saved.plan_id)? {
+        return Err(Failure::new(
+            Exit::Conflict,
+            format!(
+                "plan {} in {name} was already applied; run `mfactl plan --out` again",
+                saved.plan_id
+            ),
+        ));
+    }
+    let planned = saved.planned();
+    let needs = crate::plan::Needs {
+        user_keys: planned.iter().map(|p| key_of(&p.user)).collect(),
+        ..Default::default()
+    };
+    let actual = store::load(&tx, &path, &needs, Some(&actor))?;
+    let fingerprints = saved.fingerprints.clone().unwrap_or_default();
+    let mut stale: Vec<String> = needs
+        .user_keys
+        .iter()
+        .filter(|k| {
+            let saw = fingerprints
+                .iter()
+                .find(|(u, _)| key_of(u) == **k)
+                .map(|(_, f)| f);
+            let now = actual.users.get(*k).map(crate::plan::fingerprint);
+            saw.is_none() || saw != now.as_ref()
+        })
+        .map(|k| {
+            actual
+                .users
+                .get(k)
+                .map_or(k.clone(), |u| escape_text(&u.id).into_owned())
+        })
+        .collect();
+    stale.sort();
+    if !stale.is_empty() {
+        return Err(Failure::new(
+            Exit::Conflict,
+            format!(
+                "the saved plan is stale: {} changed since it was made ({}); nothing was applied; run plan again",
+                if stale.len() == 1 { "this user" } else { "these users" },
+                stale.join(", ")
+            ),
+        ));
+    }
+    let who = store::load_actor(&actual, Some(&actor));
+    let changes =
+        crate::plan::replan(&planned, &actual, &policy, &who, ctx.now).map_err(|users| {
+            Failure::error(format!(
+                "{name}: the saved plan is damaged (changes for {})",
+                users.join(", ")
+            ))
+        })?;
+    let plan = Plan {
+        id: saved.plan_id.clone(),
+        created_at: ctx.now,
+        actor: Some(actor.clone()),
+        store_revision: actual.revision,
+        changes,
+        skipped: Vec::new(),
+    };
+    out(&render::text::plan(&plan, ctx.style));
+    commit_plan(ctx, tx, &path, &plan, &policy, &actor, opts)
+}
+
+/// The checks every apply makes before writing: verdicts, guardrails, somewhere for passwords.
+fn check(plan: &Plan, policy: &Policy, opts: &Options) -> Result<(), Failure> {
+    refuse_denied(plan)?;
+    refuse_large(plan, policy, opts)?;
+    refuse_missing_credentials(plan, opts)
+}
+
+/// Checks, issues temporary passwords, writes and commits; the transaction is dropped (rolled
+/// back) on any refusal.
+fn commit_plan(
+    ctx: &Ctx,
+    tx: rusqlite::Transaction<'_>,
+    path: &Path,
+    plan: &Plan,
+    policy: &Policy,
+    actor: &str,
+    opts: &Options,
+) -> CmdResult {
     if plan.is_empty() {
         ctx.status("Nothing to apply.");
         return Ok(Exit::Ok);
     }
-    refuse_denied(&plan)?;
-    refuse_large(&plan, policy, opts)?;
-    refuse_missing_credentials(&plan, opts)?;
-
+    check(plan, policy, opts)?;
     let resets: Vec<&str> = plan
         .changes
         .iter()
@@ -122,8 +216,8 @@ pub fn execute(
         }
         _ => None,
     };
-    let committed = store::apply_plan(&tx, &path, &plan, actor, ctx.now, &secrets)
-        .and_then(|rev| store::commit(tx, &path).map(|_| rev));
+    let committed = store::apply_plan(&tx, path, plan, actor, ctx.now, &secrets)
+        .and_then(|rev| store::commit(tx, path).map(|_| rev));
     let revision = match committed {
         Ok(rev) => rev,
         Err(e) => {

@@ -52,7 +52,11 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         })
         .collect();
     let (manifests, problems) = parse_all(&files);
-    let input = Loaded { files, manifests, problems };
+    let input = Loaded {
+        files,
+        manifests,
+        problems,
+    };
     // The walkthrough shows the built-in policies, whatever ./policies holds.
     let policy = Policy::defaults();
     let st_style = ctx.style;
@@ -65,7 +69,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     heading(&format!(
         "1. mfactl plan --actor {EXAMPLE_ADMIN}   (authentication-administrator)"
     ));
-    let plan = compute_plan(
+    let (plan, _) = compute_plan(
         st.conn(),
         st.path(),
         &input,
@@ -105,7 +109,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     }
 
     heading(&format!("3. mfactl apply --actor {GLOBAL_ADMIN} --credentials-out {CREDENTIALS}   (global-administrator)"));
-    let approved = compute_plan(
+    let (approved, _) = compute_plan(
         st.conn(),
         st.path(),
         &input,
@@ -133,7 +137,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     heading(&format!(
         "4. mfactl plan --actor {GLOBAL_ADMIN}   (again: the store now matches the manifests)"
     ));
-    let again = compute_plan(
+    let (again, _) = compute_plan(
         st.conn(),
         st.path(),
         &input,

@@ -117,7 +117,11 @@ pub struct Loaded {
 pub fn manifests(paths: &[PathBuf]) -> Result<Loaded, Failure> {
     let files = sources::read(paths).map_err(|lines| Failure::many(Exit::Error, lines))?;
     let (manifests, problems) = parse_all(&files);
-    Ok(Loaded { files, manifests, problems })
+    Ok(Loaded {
+        files,
+        manifests,
+        problems,
+    })
 }
 
 pub fn parse_all(files: &[SourceFile]) -> (Vec<Manifest>, Vec<manifest::Problem>) {
@@ -151,7 +155,7 @@ pub fn compute_plan(
     policy: &Policy,
     actor: Option<&str>,
     now: Timestamp,
-) -> Result<Plan, Failure> {
+) -> Result<(Plan, crate::plan::Actual), Failure> {
     let needs = crate::plan::needs(&input.manifests);
     let actual = crate::store::load(conn, store_path, &needs, actor)?;
     let who = crate::store::load_actor(&actual, actor);
@@ -160,7 +164,7 @@ pub fn compute_plan(
         Err(more) => problems.extend(more),
         Ok(mut plan) if problems.is_empty() => {
             plan.id = random_id();
-            return Ok(plan);
+            return Ok((plan, actual));
         }
         Ok(_) => {}
     }
@@ -208,22 +212,47 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             paths,
             detailed_exitcode,
             format,
-        } => plan::run(&ctx, &paths, detailed_exitcode, format),
+            out,
+            diff,
+        } => plan::run(
+            &ctx,
+            &paths,
+            &plan::Options {
+                detailed: detailed_exitcode,
+                format,
+                out,
+                diff,
+            },
+        ),
         Command::Apply {
             paths,
+            plan,
             auto_approve,
             allow_large,
             credentials_out,
-        } => apply::run(
-            &ctx,
-            &paths,
-            &apply::Options {
+        } => {
+            let opts = apply::Options {
                 auto_approve,
                 allow_large,
                 credentials_out,
-            },
-        ),
+            };
+            match plan {
+                Some(file) => apply::run_saved(&ctx, &file, &opts),
+                None => apply::run(&ctx, &paths, &opts),
+            }
+        }
         Command::Show { user } => show::run(&ctx, &user),
+        Command::Schema => {
+            out(&crate::manifest::json_schema());
+            Ok(Exit::Ok)
+        }
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "mfactl", &mut buf);
+            out(&String::from_utf8_lossy(&buf));
+            Ok(Exit::Ok)
+        }
         Command::Audit {
             user,
             since,

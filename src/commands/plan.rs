@@ -1,16 +1,26 @@
-//! `mfactl plan`: show what apply would change, and who may approve it.
+//! `mfactl plan`: show what apply would change, and who may approve it; optionally save it.
 
 use super::{compute_plan, manifests, out, Ctx};
 use crate::cli::PlanFormat;
-use crate::error::{CmdResult, Exit};
+use crate::error::{CmdResult, Exit, Failure};
 use crate::render;
+use crate::sources::io_reason;
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub fn run(ctx: &Ctx, paths: &[PathBuf], detailed: bool, format: PlanFormat) -> CmdResult {
+pub struct Options {
+    pub detailed: bool,
+    pub format: PlanFormat,
+    pub out: Option<PathBuf>,
+    pub diff: bool,
+}
+
+pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     let input = manifests(paths)?;
     let policy = ctx.policy()?;
     let st = ctx.open_store()?;
-    let plan = compute_plan(
+    let (plan, actual) = compute_plan(
         st.conn(),
         st.path(),
         &input,
@@ -18,9 +28,37 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], detailed: bool, format: PlanFormat) -> 
         ctx.actor.as_deref(),
         ctx.now,
     )?;
-    match format {
-        PlanFormat::Text => out(&render::text::plan(&plan, ctx.style)),
-        PlanFormat::Json => out(&render::json::plan(&plan)),
+    let diffs = if opts.diff {
+        render::diff::user_diffs(&plan, &actual)
+    } else {
+        BTreeMap::new()
+    };
+    if let Some(file) = &opts.out {
+        let fingerprints = json!(crate::plan::fingerprints(&plan, &actual));
+        let text = render::json::plan(&plan, &[("fingerprints", fingerprints)]);
+        std::fs::write(file, text)
+            .map_err(|e| Failure::error(format!("--out {}: {}", file.display(), io_reason(&e))))?;
+        ctx.status(&format!(
+            "Saved plan {} to {}; apply it with `mfactl apply --plan {}`.",
+            plan.id,
+            file.display(),
+            file.display()
+        ));
+    }
+    match opts.format {
+        PlanFormat::Text => {
+            out(&render::text::plan(&plan, ctx.style));
+            out(&render::diff::text(&diffs));
+        }
+        PlanFormat::Json => {
+            let extra = if opts.diff {
+                vec![("diffs", json!(diffs))]
+            } else {
+                vec![]
+            };
+            out(&render::json::plan(&plan, &extra));
+        }
+        PlanFormat::Markdown => out(&render::markdown::plan(&plan, &diffs)),
     }
     let s = plan.summary();
     if s.users > policy.guardrails.max_users_per_apply {
@@ -29,7 +67,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], detailed: bool, format: PlanFormat) -> 
             s.users, policy.guardrails.max_users_per_apply
         ));
     }
-    Ok(match (detailed, s.changes, s.denied) {
+    Ok(match (opts.detailed, s.changes, s.denied) {
         (false, _, _) | (true, 0, _) => Exit::Ok,
         (true, _, 0) => Exit::Changes,
         (true, _, _) => Exit::Denied,

@@ -27,7 +27,7 @@ pub fn import_text(st: &mut Store, name: &str, text: &str) -> Result<(usize, usi
     Ok(store::import(st, name, &dir)?)
 }
 
-fn read_capped(file: &Path) -> Result<String, Failure> {
+pub fn read_capped(file: &Path) -> Result<String, Failure> {
     use std::io::Read;
     let f = std::fs::File::open(file)
         .map_err(|e| Failure::error(format!("{}: {}", file.display(), sources::io_reason(&e))))?;

@@ -10,6 +10,7 @@ pub mod locate;
 
 use crate::model::Timestamp;
 use locate::Seg;
+use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -140,36 +141,63 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
 }
 
-#[derive(Deserialize)]
+/// A manifest document (SPEC §2). `mfactl schema` is generated from these same types.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "mfactl UserSettings manifest",
+    description = "Desired MFA state of users, applied by mfactl (apiVersion mfactl/v1)."
+)]
 struct RawManifest {
     #[serde(rename = "apiVersion")]
+    #[schemars(extend("const" = "mfactl/v1"))]
     api_version: String,
+    #[schemars(extend("const" = "UserSettings"))]
     kind: String,
     metadata: Metadata,
     spec: Vec<Entry>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Metadata {
+    /// Unique across all manifests loaded together; named in plans as a change's source.
+    #[schemars(length(min = 1))]
     name: String,
     #[serde(default)]
     description: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum AppPasswords {
     None,
 }
 
-#[derive(Deserialize)]
+/// One entry: exactly one selector (`users`, `group`, `all-users`), optional `except`, and at
+/// least one setting.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(extend(
+    "oneOf" = [{"required": ["users"]}, {"required": ["group"]}, {"required": ["all-users"]}],
+    "anyOf" = [
+        {"required": ["require-reregistration"]},
+        {"required": ["revoke-sessions-before"]},
+        {"required": ["revoke-trusted-devices-before"]},
+        {"required": ["reset-password-before"]},
+        {"required": ["app-passwords"]}
+    ]
+))]
 struct RawEntry {
+    /// These users (case-insensitive ids).
+    #[schemars(length(min = 1))]
     users: Option<Vec<String>>,
+    /// Every member of this group.
     group: Option<String>,
+    /// Every user in the store.
+    #[schemars(extend("const" = true))]
     all_users: Option<bool>,
+    /// Users left out of the selection.
     except: Option<Vec<String>>,
     require_reregistration: Option<Timestamp>,
     revoke_sessions_before: Option<Timestamp>,
@@ -238,6 +266,24 @@ impl TryFrom<RawEntry> for Entry {
             settings,
         })
     }
+}
+
+/// The schema of an entry is that of the raw entry it is parsed from.
+impl JsonSchema for Entry {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Entry".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        RawEntry::json_schema(g)
+    }
+}
+
+/// The manifest JSON Schema (draft 2020-12), generated from the parser's own types.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RawManifest);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
 }
 
 impl<'de> Deserialize<'de> for Entry {

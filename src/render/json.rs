@@ -34,6 +34,7 @@ pub fn change_value(c: &Change) -> Value {
         "action": c.kind().verb(),
         "before": slice_value(&c.before),
         "after": slice_value(&c.after),
+        "cutoff": crate::plan::cutoff(&c.action).map(|t| t.to_string()),
         "removes": c.removes,
         "sources": c.sources,
         "verdict": verdict_value(&c.verdict),
@@ -54,8 +55,15 @@ pub fn plan_value(p: &Plan) -> Value {
     })
 }
 
-pub fn plan(p: &Plan) -> String {
-    let mut s = serde_json::to_string_pretty(&plan_value(p)).unwrap_or_default();
+/// The JSON plan; `extra` fields (the saved plan's fingerprints, diffs) are appended.
+pub fn plan(p: &Plan, extra: &[(&str, Value)]) -> String {
+    let mut v = plan_value(p);
+    if let Value::Object(m) = &mut v {
+        for (k, x) in extra {
+            m.insert((*k).to_string(), x.clone());
+        }
+    }
+    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
     s.push('\n');
     s
 }

@@ -1,7 +1,9 @@
 //! Renderers: a [`Plan`](crate::plan::Plan) or audit records in, text out. Pure; the shell decides
 //! colour once and owns stdout.
 
+pub mod diff;
 pub mod json;
+pub mod markdown;
 pub mod text;
 
 use std::borrow::Cow;

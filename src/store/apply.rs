@@ -117,3 +117,14 @@ pub fn apply_plan(
     .map_err(e)?;
     Ok(revision)
 }
+
+/// Whether a plan id has been applied before.
+pub fn plan_applied(conn: &rusqlite::Connection, path: &Path, plan_id: &str) -> Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM applied_plans WHERE plan_id = ?1",
+        [plan_id],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(|e| map_err(path, "read applied plans", e))
+}

@@ -10,7 +10,7 @@ mod directory;
 mod load;
 mod schema;
 
-pub use apply::{apply_plan, ResetSecret};
+pub use apply::{apply_plan, plan_applied, ResetSecret};
 pub use directory::{export, import, parse as directory_parse, show};
 pub use load::{load, load_actor};
 
