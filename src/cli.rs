@@ -90,6 +90,9 @@ pub enum Command {
         /// New file (mode 0600) for the temporary passwords of reset-password
         #[arg(long, value_name = "FILE")]
         credentials_out: Option<PathBuf>,
+        /// Apply even though the audit chain is broken; the acceptance is recorded in the chain
+        #[arg(long)]
+        accept_broken_audit: bool,
     },
     /// Print the manifest JSON Schema (draft 2020-12)
     Schema,
@@ -100,8 +103,11 @@ pub enum Command {
     },
     /// One user's actual state, as YAML
     Show { user: String },
-    /// The audit log
+    /// The audit log (`mfactl audit verify` checks its hash chain)
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCommand>,
         /// Only records for this user
         #[arg(long)]
         user: Option<String>,
@@ -114,6 +120,34 @@ pub enum Command {
     /// Import or export the directory
     #[command(subcommand)]
     Store(StoreCommand),
+    /// The daemon: reconcile on every manifest change and every --interval, until SIGTERM
+    Watch {
+        /// Manifest files or directories [default: ./manifests]
+        paths: Vec<PathBuf>,
+        /// How often to reconcile without a file change, to correct drift made outside git
+        #[arg(long, default_value = "5m", value_name = "DURATION")]
+        interval: String,
+        /// Reconcile once and exit with apply's code (0, 1, 3 or 4)
+        #[arg(long, conflicts_with = "metrics_addr")]
+        once: bool,
+        /// Plan and report drift (one `drift` line per user); never apply
+        #[arg(long)]
+        detect_only: bool,
+        /// Directory for the temporary passwords of reset-password: a new 0600 file per reconcile
+        #[arg(long, value_name = "DIR", conflicts_with = "detect_only")]
+        credentials_dir: Option<PathBuf>,
+        /// Serve GET /healthz and GET /metrics (Prometheus) on this address, e.g. 127.0.0.1:9464
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk the hash chain; exit 1 naming the first record edited, deleted, inserted or reordered
+    Verify,
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +170,12 @@ pub enum ValidateFormat {
     Text,
     Json,
     Github,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

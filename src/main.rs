@@ -1,5 +1,6 @@
 //! mfactl: manage per-user MFA settings the GitOps way. Parse, run, map the error to an exit code.
 
+mod audit;
 mod cli;
 mod commands;
 mod error;
@@ -11,6 +12,7 @@ mod render;
 mod saved;
 mod sources;
 mod store;
+mod watch;
 
 use clap::Parser;
 

@@ -339,4 +339,8 @@ pub struct AuditRecord {
     pub after: serde_json::Value,
     pub sources: Vec<String>,
     pub plan_id: String,
+    /// The previous record's `hash` ("" for the first record).
+    pub prev_hash: String,
+    /// SHA-256 over this record's canonical encoding, `prev_hash` included.
+    pub hash: String,
 }

@@ -15,10 +15,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub auto_approve: bool,
     pub allow_large: bool,
     pub credentials_out: Option<PathBuf>,
+    /// Append to a broken audit chain, recording that in the chain.
+    pub accept_broken_audit: bool,
 }
 
 pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
@@ -177,20 +180,27 @@ fn check(plan: &Plan, policy: &Policy, opts: &Options) -> Result<(), Failure> {
     refuse_missing_credentials(plan, opts)
 }
 
-/// Checks, issues temporary passwords, writes and commits; the transaction is dropped (rolled
-/// back) on any refusal.
-fn commit_plan(
-    ctx: &Ctx,
+/// What a committed apply did.
+#[derive(Debug)]
+pub struct Applied {
+    pub revision: i64,
+    /// The credentials file and how many passwords it holds, when the plan reset any.
+    pub credentials: Option<(PathBuf, usize)>,
+}
+
+/// Checks, issues temporary passwords, writes and commits; prints nothing, so the daemon can
+/// share it. `Ok(None)` for an empty plan. The transaction is dropped (rolled back) on any refusal.
+pub fn apply_locked(
     tx: rusqlite::Transaction<'_>,
     path: &Path,
     plan: &Plan,
     policy: &Policy,
     actor: &str,
+    now: crate::model::Timestamp,
     opts: &Options,
-) -> CmdResult {
+) -> Result<Option<Applied>, Failure> {
     if plan.is_empty() {
-        ctx.status("Nothing to apply.");
-        return Ok(Exit::Ok);
+        return Ok(None);
     }
     check(plan, policy, opts)?;
     let resets: Vec<&str> = plan
@@ -204,48 +214,64 @@ fn commit_plan(
         (Some(file), false) => {
             let issued: Vec<(&str, Secret)> = resets.iter().map(|u| (*u, new_password())).collect();
             for (u, pw) in &issued {
-                secrets.insert(
-                    key_of(u),
-                    ResetSecret {
-                        hash: hash_password(pw)?,
-                    },
-                );
+                secrets.insert(key_of(u), ResetSecret { hash: hash_password(pw)? });
             }
             write_credentials(file, &issued)?;
-            Some(file.clone())
+            Some((file.clone(), issued.len()))
         }
         _ => None,
     };
-    let committed = store::apply_plan(&tx, path, plan, actor, ctx.now, &secrets)
+    let committed = store::apply_plan(&tx, path, plan, actor, now, &secrets, opts.accept_broken_audit)
         .and_then(|rev| store::commit(tx, path).map(|_| rev));
-    let revision = match committed {
-        Ok(rev) => rev,
+    match committed {
+        Ok(revision) => {
+            store::failpoint("apply-after-commit");
+            Ok(Some(Applied { revision, credentials: creds }))
+        }
         Err(e) => {
-            if let Some(f) = &creds {
+            if let Some((f, _)) = &creds {
                 let _ = std::fs::remove_file(f); // those passwords were never set
             }
-            return Err(e.into());
+            Err(e.into())
         }
+    }
+}
+
+fn commit_plan(
+    ctx: &Ctx,
+    tx: rusqlite::Transaction<'_>,
+    path: &Path,
+    plan: &Plan,
+    policy: &Policy,
+    actor: &str,
+    opts: &Options,
+) -> CmdResult {
+    let Some(applied) = apply_locked(tx, path, plan, policy, actor, ctx.now, opts)? else {
+        ctx.status("Nothing to apply.");
+        return Ok(Exit::Ok);
     };
     let s = plan.summary();
     ctx.status(&format!(
-        "Apply complete: {} change{} for {} user{}; store revision {revision}; plan {}.",
+        "Apply complete: {} change{} for {} user{}; store revision {}; plan {}.",
         s.changes,
         if s.changes == 1 { "" } else { "s" },
         s.users,
         if s.users == 1 { "" } else { "s" },
+        applied.revision,
         plan.id
     ));
-    if let Some(f) = creds {
+    if let Some((f, n)) = applied.credentials {
         ctx.status(&format!(
-            "{} temporary password{} written to {} (mode 0600); hand them over out of band, then delete it.",
-            resets.len(),
-            if resets.len() == 1 { "" } else { "s" },
+            "{n} temporary password{} written to {} (mode 0600); hand them over out of band, then delete it.",
+            if n == 1 { "" } else { "s" },
             f.display()
         ));
     }
     Ok(Exit::Ok)
 }
+
+/// How many denied changes an error lists before summarising the rest.
+const DENIED_LISTED: usize = 20;
 
 fn refuse_denied(plan: &Plan) -> Result<(), Failure> {
     let denied: Vec<String> = plan
@@ -265,7 +291,10 @@ fn refuse_denied(plan: &Plan) -> Result<(), Failure> {
         return Ok(());
     }
     let n = denied.len();
-    let mut lines = denied;
+    let mut lines: Vec<String> = denied.into_iter().take(DENIED_LISTED).collect();
+    if n > DENIED_LISTED {
+        lines.push(format!("denied: … and {} more (the plan lists them all)", n - DENIED_LISTED));
+    }
     lines.push(format!(
         "error: {n} change{} not allowed for the actor; nothing was applied (remove them from the \
          manifests, or have an administrator with the named roles apply)",

@@ -19,3 +19,43 @@ pub fn run(ctx: &Ctx, user: Option<&str>, since: Option<&str>, format: AuditForm
     }
     Ok(Exit::Ok)
 }
+
+/// `mfactl audit verify`: walks the hash chain; exit 1 naming each unacknowledged break.
+pub fn verify(ctx: &Ctx) -> CmdResult {
+    let st = ctx.open_store()?;
+    let report = crate::store::verify_audit(st.conn(), st.path())?;
+    let mut text = String::new();
+    for b in &report.breaks {
+        match b.acknowledged_by {
+            Some(by) => text.push_str(&format!(
+                "record #{} {} (acknowledged by record #{by}, accept-broken-audit)\n",
+                b.seq, b.what
+            )),
+            None => text.push_str(&format!("record #{} {}\n", b.seq, b.what)),
+        }
+    }
+    text.push_str(&format!(
+        "{} record{}, head {}\n",
+        report.records,
+        if report.records == 1 { "" } else { "s" },
+        if report.head.is_empty() { "(empty log)" } else { &report.head }
+    ));
+    out(&text);
+    if report.intact() && report.breaks.is_empty() {
+        ctx.status("The audit chain is intact.");
+        Ok(Exit::Ok)
+    } else if report.intact() {
+        ctx.status(&format!(
+            "The audit chain verifies; {} earlier break{} acknowledged with --accept-broken-audit.",
+            report.breaks.len(),
+            if report.breaks.len() == 1 { " was" } else { "s were" }
+        ));
+        Ok(Exit::Ok)
+    } else {
+        let first = report.unacknowledged().next().map(|b| b.seq).unwrap_or(0);
+        Err(Failure::error(format!(
+            "the audit log of {} is broken, first at record #{first}",
+            st.path().display()
+        )))
+    }
+}

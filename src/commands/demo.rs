@@ -86,6 +86,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         auto_approve: true,
         allow_large: false,
         credentials_out: Some(PathBuf::from(CREDENTIALS)),
+        accept_broken_audit: false,
     };
     let quiet = Ctx {
         quiet: true,

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod show;
 pub mod store;
 pub mod validate;
+pub mod watch;
 
 use crate::cli::Global;
 use crate::error::{Exit, Failure};
@@ -230,12 +231,10 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             auto_approve,
             allow_large,
             credentials_out,
+            accept_broken_audit,
         } => {
-            let opts = apply::Options {
-                auto_approve,
-                allow_large,
-                credentials_out,
-            };
+            let opts =
+                apply::Options { auto_approve, allow_large, credentials_out, accept_broken_audit };
             match plan {
                 Some(file) => apply::run_saved(&ctx, &file, &opts),
                 None => apply::run(&ctx, &paths, &opts),
@@ -253,12 +252,31 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             out(&String::from_utf8_lossy(&buf));
             Ok(Exit::Ok)
         }
-        Command::Audit {
-            user,
-            since,
-            format,
-        } => audit::run(&ctx, user.as_deref(), since.as_deref(), format),
+        Command::Audit { verify: Some(crate::cli::AuditCommand::Verify), .. } => audit::verify(&ctx),
+        Command::Audit { verify: None, user, since, format } => {
+            audit::run(&ctx, user.as_deref(), since.as_deref(), format)
+        }
         Command::Store(StoreCommand::Import { file }) => store::import(&ctx, &file),
         Command::Store(StoreCommand::Export) => store::export(&ctx),
+        Command::Watch {
+            paths,
+            interval,
+            once,
+            detect_only,
+            credentials_dir,
+            metrics_addr,
+            log_format,
+        } => watch::run(
+            ctx,
+            watch::Options {
+                paths,
+                interval,
+                once,
+                detect_only,
+                credentials_dir,
+                metrics_addr,
+                log_format,
+            },
+        ),
     }
 }

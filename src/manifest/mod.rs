@@ -141,9 +141,49 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
 }
 
+/// A string that must be written as one: YAML would read `name: 2026` or `group: 42` as numbers,
+/// and the schema says string, so the parser refuses them too rather than guess.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string (quote it if YAML would read it as a number or a boolean)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Text {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        String::schema_name()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(g)
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+fn texts(v: Option<Vec<Text>>) -> Option<Vec<String>> {
+    v.map(|v| v.into_iter().map(|t| t.0).collect())
+}
+
 /// A manifest document (SPEC §2). `mfactl schema` is generated from these same types.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a manifest: a mapping with apiVersion, kind, metadata and spec"
+)]
 #[schemars(
     title = "mfactl UserSettings manifest",
     description = "Desired MFA state of users, applied by mfactl (apiVersion mfactl/v1)."
@@ -159,13 +199,13 @@ struct RawManifest {
 }
 
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `name` (and optionally `description`)")]
 struct Metadata {
     /// Unique across all manifests loaded together; named in plans as a change's source.
     #[schemars(length(min = 1))]
-    name: String,
+    name: Text,
     #[serde(default)]
-    description: Option<String>,
+    description: Option<Text>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -177,7 +217,11 @@ enum AppPasswords {
 /// One entry: exactly one selector (`users`, `group`, `all-users`), optional `except`, and at
 /// least one setting.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "an entry: a mapping with one selector and at least one setting"
+)]
 #[schemars(extend(
     "oneOf" = [{"required": ["users"]}, {"required": ["group"]}, {"required": ["all-users"]}],
     "anyOf" = [
@@ -191,14 +235,14 @@ enum AppPasswords {
 struct RawEntry {
     /// These users (case-insensitive ids).
     #[schemars(length(min = 1))]
-    users: Option<Vec<String>>,
+    users: Option<Vec<Text>>,
     /// Every member of this group.
-    group: Option<String>,
+    group: Option<Text>,
     /// Every user in the store.
     #[schemars(extend("const" = true))]
     all_users: Option<bool>,
     /// Users left out of the selection.
-    except: Option<Vec<String>>,
+    except: Option<Vec<Text>>,
     require_reregistration: Option<Timestamp>,
     revoke_sessions_before: Option<Timestamp>,
     revoke_trusted_devices_before: Option<Timestamp>,
@@ -213,13 +257,13 @@ impl TryFrom<RawEntry> for Entry {
     type Error = String;
     fn try_from(r: RawEntry) -> Result<Entry, String> {
         let mut selectors = Vec::new();
-        if let Some(users) = r.users {
+        if let Some(users) = texts(r.users) {
             if users.is_empty() {
                 return Err("`users` is empty: list at least one user, or remove the entry".into());
             }
             selectors.push(Selector::Users(users));
         }
-        if let Some(group) = r.group {
+        if let Some(Text(group)) = r.group {
             selectors.push(Selector::Group(group));
         }
         match r.all_users {
@@ -262,7 +306,7 @@ impl TryFrom<RawEntry> for Entry {
         }
         Ok(Entry {
             selector,
-            except: r.except.unwrap_or_default(),
+            except: texts(r.except).unwrap_or_default(),
             settings,
         })
     }
@@ -313,26 +357,21 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
         at,
         message,
     };
-    for (doc, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
-        let value = match serde_yaml::Value::deserialize(de) {
-            Ok(v) => v,
+    let text = file.text.strip_prefix('\u{feff}').unwrap_or(&file.text);
+    let mut last_error = String::new();
+    for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        // Straight from the text (no intermediate Value), so every error keeps its position and
+        // a plain scalar such as `name: 2026` reads as the string it is meant to be.
+        let raw = match Option::<RawManifest>::deserialize(de) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue, // an empty document, e.g. after a trailing `---`
             Err(e) => {
-                problems.push(from_yaml_error(&file.path, &e));
-                break; // a syntax error ends the stream; later documents cannot be trusted
-            }
-        };
-        if value.is_null() {
-            continue; // an empty document, e.g. a trailing `---`
-        }
-        let raw = match RawManifest::deserialize(value) {
-            Ok(m) => m,
-            Err(e) => {
-                // Deserializing from a Value loses positions: re-run on the text for them.
-                let located = serde_yaml::Deserializer::from_str(&file.text)
-                    .nth(doc)
-                    .and_then(|d| RawManifest::deserialize(d).err())
-                    .unwrap_or(e);
-                problems.push(from_yaml_error(&file.path, &located));
+                let p = from_yaml_error(&file.path, &e);
+                if p.message == last_error {
+                    break; // a syntax error repeats for every later document
+                }
+                last_error = p.message.clone();
+                problems.push(p);
                 continue;
             }
         };
@@ -362,7 +401,8 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
             ));
             continue;
         }
-        if raw.metadata.name.trim().is_empty() {
+        let (name, description) = (raw.metadata.name.0, raw.metadata.description.map(|t| t.0));
+        if name.trim().is_empty() {
             problems.push(problem(
                 Where::Path {
                     doc,
@@ -373,8 +413,8 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
             continue;
         }
         manifests.push(Manifest {
-            name: raw.metadata.name,
-            description: raw.metadata.description,
+            name,
+            description,
             file: file.path.clone(),
             doc,
             entries: raw.spec,

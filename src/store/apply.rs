@@ -23,8 +23,30 @@ pub fn apply_plan(
     actor: &str,
     now: Timestamp,
     secrets: &BTreeMap<String, ResetSecret>,
+    accept_broken_audit: bool,
 ) -> Result<i64> {
     let e = |e| map_err(path, "apply", e);
+    let report = super::verify_audit(tx, path)?;
+    let mut chain = Chain::open(tx, path, &report)?;
+    if !report.intact() {
+        let problems: Vec<String> =
+            report.unacknowledged().map(|b| format!("record #{} {}", b.seq, b.what)).collect();
+        if !accept_broken_audit {
+            return Err(super::StoreError::BrokenAudit { path: path.to_path_buf(), detail: problems.join("; ") });
+        }
+        chain.append(
+            now,
+            actor,
+            "",
+            crate::audit::ACCEPT_BROKEN,
+            "",
+            "",
+            serde_json::json!({"problems": problems}),
+            serde_json::json!({}),
+            &[],
+            &plan.id,
+        )?;
+    }
     let watermark =
         |table: &str, col: &str, time_col: &str, key: &str, t: Timestamp| -> Result<()> {
             tx.prepare_cached(&format!(
@@ -39,13 +61,12 @@ pub fn apply_plan(
             .map_err(e)?;
             Ok(())
         };
-    let mut audit = tx
-        .prepare_cached(
-            "INSERT INTO audit (at, actor, role, action, user, user_key, before, after, sources, plan_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .map_err(e)?;
-    for c in &plan.changes {
+    failpoint("apply-begin");
+    let half = plan.changes.len() / 2;
+    for (i, c) in plan.changes.iter().enumerate() {
+        if i == half {
+            failpoint("apply-mid");
+        }
         let key = key_of(&c.user);
         match c.action {
             Action::RequireReregistration { before } => watermark(
@@ -94,28 +115,41 @@ pub fn apply_plan(
                 )))
             }
         };
-        audit
-            .execute(params![
-                now.unix(),
-                actor,
-                role,
-                c.kind().verb(),
-                c.user,
-                key,
-                slice_value(&c.before).to_string(),
-                slice_value(&c.after).to_string(),
-                serde_json::to_string(&c.sources).unwrap_or_default(),
-                plan.id,
-            ])
-            .map_err(e)?;
+        chain.append(
+            now,
+            actor,
+            role,
+            c.kind().verb(),
+            &c.user,
+            &key,
+            slice_value(&c.before),
+            slice_value(&c.after),
+            &c.sources,
+            &plan.id,
+        )?;
     }
+    chain.close()?;
     let revision = bump_revision(tx, path)?;
     tx.execute(
         "INSERT INTO applied_plans (plan_id, applied_at, revision) VALUES (?1, ?2, ?3)",
         params![plan.id, now.unix(), revision],
     )
     .map_err(e)?;
+    failpoint("apply-before-commit");
     Ok(revision)
+}
+
+/// Crash-test hook: in debug builds (which the tests drive), `MFACTL_FAILPOINT=NAME` aborts the
+/// process at the point of that name, so the interesting moments are hit every run. Release builds
+/// compile it away.
+pub fn failpoint(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("MFACTL_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
 }
 
 /// Whether a plan id has been applied before.
@@ -127,4 +161,87 @@ pub fn plan_applied(conn: &rusqlite::Connection, path: &Path, plan_id: &str) -> 
     )
     .map(|n| n > 0)
     .map_err(|e| map_err(path, "read applied plans", e))
+}
+
+/// Appends hash-chained audit records and moves the recorded head.
+struct Chain<'a> {
+    tx: &'a Transaction<'a>,
+    path: &'a Path,
+    seq: i64,
+    head: String,
+    count: i64,
+}
+
+impl<'a> Chain<'a> {
+    fn open(tx: &'a Transaction<'a>, path: &'a Path, report: &crate::audit::Report) -> Result<Self> {
+        let seq: i64 = tx
+            .query_row("SELECT coalesce(max(seq), 0) FROM audit", [], |r| r.get(0))
+            .map_err(|e| map_err(path, "read audit log", e))?;
+        Ok(Chain { tx, path, seq, head: report.head.clone(), count: report.records as i64 })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &mut self,
+        at: Timestamp,
+        actor: &str,
+        role: &str,
+        action: &str,
+        user: &str,
+        user_key: &str,
+        before: serde_json::Value,
+        after: serde_json::Value,
+        sources: &[String],
+        plan_id: &str,
+    ) -> Result<()> {
+        let mut r = crate::model::AuditRecord {
+            seq: self.seq + 1,
+            at,
+            actor: actor.to_string(),
+            role: role.to_string(),
+            action: action.to_string(),
+            user: user.to_string(),
+            before,
+            after,
+            sources: sources.to_vec(),
+            plan_id: plan_id.to_string(),
+            prev_hash: self.head.clone(),
+            hash: String::new(),
+        };
+        r.hash = crate::audit::record_hash(&r);
+        self.tx
+            .prepare_cached(
+                "INSERT INTO audit (seq, at, actor, role, action, user, user_key, before, after, sources, plan_id, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.seq,
+                    r.at.unix(),
+                    r.actor,
+                    r.role,
+                    r.action,
+                    r.user,
+                    user_key,
+                    r.before.to_string(),
+                    r.after.to_string(),
+                    serde_json::to_string(&r.sources).unwrap_or_default(),
+                    r.plan_id,
+                    r.prev_hash,
+                    r.hash
+                ])
+            })
+            .map_err(|e| map_err(self.path, "append audit record", e))?;
+        self.seq = r.seq;
+        self.head = r.hash;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn close(self) -> Result<()> {
+        self.tx
+            .execute("UPDATE audit_head SET hash = ?1, count = ?2 WHERE id = 1", params![self.head, self.count])
+            .map(|_| ())
+            .map_err(|e| map_err(self.path, "append audit record", e))
+    }
 }

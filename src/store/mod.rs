@@ -10,7 +10,7 @@ mod directory;
 mod load;
 mod schema;
 
-pub use apply::{apply_plan, plan_applied, ResetSecret};
+pub use apply::{apply_plan, failpoint, plan_applied, ResetSecret};
 pub use directory::{export, import, parse as directory_parse, show};
 pub use load::{load, load_actor};
 
@@ -57,6 +57,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("store {path}: the audit log is broken: {detail}; nothing was applied. Inspect it with `mfactl audit verify`; `apply --accept-broken-audit` applies anyway and records that in the log")]
+    BrokenAudit { path: PathBuf, detail: String },
     #[error("store {path}: {detail}")]
     Io { path: PathBuf, detail: String },
 }
@@ -278,34 +280,49 @@ pub fn audit(
     user: Option<&str>,
     since: Option<crate::model::Timestamp>,
 ) -> Result<Vec<crate::model::AuditRecord>> {
-    let e = |e| map_err(path, "read audit log", e);
-    let mut stmt = conn
-        .prepare(
-            "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id FROM audit
-             WHERE (?1 IS NULL OR user_key = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY seq",
-        )
-        .map_err(e)?;
+    read_audit(conn, user, since).map_err(|e| map_err(path, "read audit log", e))
+}
+
+pub(crate) fn read_audit(
+    conn: &Connection,
+    user: Option<&str>,
+    since: Option<crate::model::Timestamp>,
+) -> rusqlite::Result<Vec<crate::model::AuditRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id, prev_hash, hash
+         FROM audit WHERE (?1 IS NULL OR user_key = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY seq",
+    )?;
     let key = user.map(crate::model::key_of);
-    let rows = stmt
-        .query_map(rusqlite::params![key, since.map(|t| t.unix())], |r| {
-            let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
-                let s: String = r.get(i)?;
-                Ok(serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)))
-            };
-            let sources: serde_json::Value = json(8)?;
-            Ok(crate::model::AuditRecord {
-                seq: r.get(0)?,
-                at: crate::model::Timestamp::from_unix(r.get(1)?),
-                actor: r.get(2)?,
-                role: r.get(3)?,
-                action: r.get(4)?,
-                user: r.get(5)?,
-                before: json(6)?,
-                after: json(7)?,
-                sources: serde_json::from_value(sources).unwrap_or_default(),
-                plan_id: r.get(9)?,
-            })
+    let rows = stmt.query_map(rusqlite::params![key, since.map(|t| t.unix())], |r| {
+        let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
+            let s: String = r.get(i)?;
+            Ok(serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)))
+        };
+        let sources: serde_json::Value = json(8)?;
+        Ok(crate::model::AuditRecord {
+            seq: r.get(0)?,
+            at: crate::model::Timestamp::from_unix(r.get(1)?),
+            actor: r.get(2)?,
+            role: r.get(3)?,
+            action: r.get(4)?,
+            user: r.get(5)?,
+            before: json(6)?,
+            after: json(7)?,
+            sources: serde_json::from_value(sources).unwrap_or_default(),
+            plan_id: r.get(9)?,
+            prev_hash: r.get(10)?,
+            hash: r.get(11)?,
         })
+    })?;
+    rows.collect()
+}
+
+/// Verifies the whole audit chain against the recorded head.
+pub fn verify_audit(conn: &Connection, path: &Path) -> Result<crate::audit::Report> {
+    let e = |e| map_err(path, "verify audit log", e);
+    let records = read_audit(conn, None, None).map_err(e)?;
+    let (hash, count): (String, i64) = conn
+        .query_row("SELECT hash, count FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(e)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(e)
+    Ok(crate::audit::verify(&records, Some((&hash, count))))
 }

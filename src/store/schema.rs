@@ -83,6 +83,17 @@ const MIGRATIONS: &[&str] = &[
         revision INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: the tamper-evident audit chain (each record's hash covers the previous one's).
+    r#"
+    ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        hash TEXT NOT NULL,
+        count INTEGER NOT NULL
+    );
+    INSERT INTO audit_head (id, hash, count) VALUES (1, '', 0);
+    "#,
 ];
 
 pub fn latest() -> i64 {
@@ -94,8 +105,29 @@ pub fn migrate(conn: &mut Connection, from: i64, app_id: i64) -> rusqlite::Resul
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
         tx.execute_batch(sql)?;
+        if i + 1 == 2 {
+            chain_existing_records(&tx)?;
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
     tx.pragma_update(None, "application_id", app_id)?;
     tx.commit()
+}
+
+/// Migration 2's data step: hash the records an older store already holds, in order.
+fn chain_existing_records(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let records = super::read_audit(tx, None, None)?;
+    let mut prev = String::new();
+    let mut update = tx.prepare("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE seq = ?1")?;
+    for mut r in records {
+        r.prev_hash = prev;
+        r.hash = crate::audit::record_hash(&r);
+        update.execute(rusqlite::params![r.seq, r.prev_hash, r.hash])?;
+        prev = r.hash;
+    }
+    tx.execute(
+        "UPDATE audit_head SET hash = ?1, count = (SELECT count(*) FROM audit) WHERE id = 1",
+        [prev],
+    )?;
+    Ok(())
 }

@@ -1,0 +1,184 @@
+//! The tamper-evident audit chain (pure): each record's hash covers its fields and the previous
+//! record's hash, so editing, deleting, inserting or reordering records breaks the chain at the
+//! first record touched. `--accept-broken-audit` appends a record that acknowledges the breaks
+//! before it; verification reports those as acknowledged, never as intact.
+
+use crate::model::AuditRecord;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// The action of the record that acknowledges a broken chain.
+pub const ACCEPT_BROKEN: &str = "accept-broken-audit";
+
+/// SHA-256 (hex) of a record's canonical encoding: a JSON array of its fields in a fixed order.
+pub fn record_hash(r: &AuditRecord) -> String {
+    let canonical = json!([
+        r.seq,
+        r.at.unix(),
+        r.actor,
+        r.role,
+        r.action,
+        r.user,
+        r.before,
+        r.after,
+        r.sources,
+        r.plan_id,
+        r.prev_hash
+    ]);
+    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    /// The first record that does not verify (or, for a truncated log, the last one present).
+    pub seq: i64,
+    pub what: String,
+    /// The `accept-broken-audit` record that acknowledged it, if any.
+    pub acknowledged_by: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub records: usize,
+    pub breaks: Vec<Break>,
+    /// The hash of the last record: record it elsewhere to detect a rewritten chain later.
+    pub head: String,
+}
+
+impl Report {
+    pub fn unacknowledged(&self) -> impl Iterator<Item = &Break> {
+        self.breaks.iter().filter(|b| b.acknowledged_by.is_none())
+    }
+    pub fn intact(&self) -> bool {
+        self.unacknowledged().next().is_none()
+    }
+}
+
+/// Walks the chain in `seq` order. `head` is the store's record of the last hash and count, which
+/// catches records deleted from the end.
+pub fn verify(records: &[AuditRecord], head: Option<(&str, i64)>) -> Report {
+    let mut breaks: Vec<Break> = Vec::new();
+    let mut prev_hash = String::new();
+    let mut prev_seq: Option<i64> = None;
+    for r in records {
+        let mut what = Vec::new();
+        if prev_seq.is_some_and(|p| r.seq != p + 1) {
+            what.push(format!("follows record #{} (records were deleted or renumbered)", prev_seq.unwrap_or(0)));
+        }
+        if r.prev_hash != prev_hash {
+            what.push("does not chain to the record before it (a record was deleted, inserted or reordered)".to_string());
+        }
+        if record_hash(r) != r.hash {
+            what.push("was edited (its hash does not match its content)".to_string());
+        }
+        if !what.is_empty() {
+            breaks.push(Break { seq: r.seq, what: what.join("; "), acknowledged_by: None });
+        }
+        if r.action == ACCEPT_BROKEN {
+            for b in breaks.iter_mut().filter(|b| b.acknowledged_by.is_none() && b.seq < r.seq) {
+                b.acknowledged_by = Some(r.seq);
+            }
+        }
+        prev_hash = r.hash.clone();
+        prev_seq = Some(r.seq);
+    }
+    if let Some((head_hash, count)) = head {
+        let last = records.last().map_or(0, |r| r.seq);
+        if head_hash != prev_hash || count != records.len() as i64 {
+            breaks.push(Break {
+                seq: last,
+                what: format!(
+                    "the log holds {} records ending in {}, but the store recorded {count} ending in {}: records were deleted from the end or the chain was replaced",
+                    records.len(),
+                    short(&prev_hash),
+                    short(head_hash)
+                ),
+                acknowledged_by: None,
+            });
+        }
+    }
+    Report { records: records.len(), breaks, head: prev_hash }
+}
+
+fn short(h: &str) -> &str {
+    if h.is_empty() {
+        "(nothing)"
+    } else {
+        &h[..h.len().min(12)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Timestamp;
+
+    fn chain(n: i64) -> Vec<AuditRecord> {
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for seq in 1..=n {
+            let mut r = AuditRecord {
+                seq,
+                at: Timestamp::from_unix(1_700_000_000 + seq),
+                actor: "a".into(),
+                role: "r".into(),
+                action: "revoke-sessions".into(),
+                user: format!("u{seq}"),
+                before: json!({"sessions": 1}),
+                after: json!({"sessions": 0}),
+                sources: vec!["m".into()],
+                plan_id: "p".into(),
+                prev_hash: out.last().map_or(String::new(), |p| p.hash.clone()),
+                hash: String::new(),
+            };
+            r.hash = record_hash(&r);
+            out.push(r);
+        }
+        out
+    }
+
+    fn head(c: &[AuditRecord]) -> Option<(&str, i64)> {
+        Some((c.last().map_or("", |r| r.hash.as_str()), c.len() as i64))
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let c = chain(5);
+        let r = verify(&c, head(&c));
+        assert!(r.intact(), "{r:?}");
+        assert_eq!(r.head, c[4].hash);
+    }
+
+    #[test]
+    fn edits_deletions_insertions_and_reorders_name_the_first_record_touched() {
+        let c = chain(5);
+        let h = (c[4].hash.clone(), 5);
+        let mut edited = c.clone();
+        edited[2].user = "mallory".into();
+        assert_eq!(verify(&edited, Some((&h.0, h.1))).breaks[0].seq, 3);
+        let mut deleted = c.clone();
+        deleted.remove(1);
+        assert_eq!(verify(&deleted, Some((&h.0, h.1))).breaks[0].seq, 3);
+        let mut reordered = c.clone();
+        reordered.swap(1, 2);
+        assert_eq!(verify(&reordered, Some((&h.0, h.1))).breaks[0].seq, 3);
+        let mut truncated = c.clone();
+        truncated.pop();
+        assert!(!verify(&truncated, Some((&h.0, h.1))).intact());
+    }
+
+    #[test]
+    fn an_accept_record_acknowledges_earlier_breaks_only() {
+        let mut c = chain(3);
+        c[0].user = "mallory".into();
+        let mut accept = c[2].clone();
+        accept.seq = 4;
+        accept.action = ACCEPT_BROKEN.into();
+        accept.prev_hash = c[2].hash.clone();
+        accept.hash = record_hash(&accept);
+        c.push(accept);
+        let r = verify(&c, head(&c));
+        assert!(r.intact(), "{r:?}");
+        assert_eq!(r.breaks[0].acknowledged_by, Some(4));
+    }
+}

@@ -1,0 +1,416 @@
+//! One reconcile: reload every manifest and the policies, plan, and (unless detecting only) apply
+//! all or nothing — the CLI's own `compute_plan` and `apply_locked`, with no decision of its own.
+//!
+//! It runs on a blocking thread (SQLite and argon2 block) and prints nothing: it returns a
+//! [`Report`] that the loop logs and turns into metrics.
+
+use crate::commands::apply::{apply_locked, Options as ApplyOptions};
+use crate::commands::{compute_plan, manifests, Ctx, Loaded};
+use crate::error::{Exit, Failure};
+use crate::model::{Action, ActionKind, Timestamp};
+use crate::plan::Plan;
+use crate::render::escape_text;
+use crate::store::{Store, StoreError};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What the daemon was started with, fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub paths: Vec<PathBuf>,
+    pub detect_only: bool,
+    pub credentials_dir: Option<PathBuf>,
+    /// How long one attempt waits for the store's write lock (the loop retries with backoff).
+    pub lock_wait: Duration,
+}
+
+/// What started a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Start,
+    File,
+    Timer,
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::File => "file",
+            Trigger::Timer => "timer",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// How a reconcile ended: the `result` label of the metrics and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Changes were applied and committed.
+    Applied,
+    /// Nothing to do: the store already holds the desired state.
+    InSync,
+    /// `--detect-only` found users whose state differs from the manifests.
+    Drift,
+    /// The manifests are invalid or unreadable; nothing was applied.
+    Invalid,
+    /// A change is not allowed for the actor, or a guardrail refused the apply.
+    Denied,
+    /// The plan resets a password and there is no `--credentials-dir`.
+    NeedsCredentials,
+    /// The store stayed locked by another writer; retried with backoff.
+    Locked,
+    /// Anything else: an unreadable store or policies, I/O.
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Applied,
+        Outcome::InSync,
+        Outcome::Drift,
+        Outcome::Invalid,
+        Outcome::Denied,
+        Outcome::NeedsCredentials,
+        Outcome::Locked,
+        Outcome::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::InSync => "in-sync",
+            Outcome::Drift => "drift",
+            Outcome::Invalid => "invalid",
+            Outcome::Denied => "denied",
+            Outcome::NeedsCredentials => "needs-credentials",
+            Outcome::Locked => "locked",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// The reconcile did what it is for (applied, or found nothing to apply, or reported drift).
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Applied | Outcome::InSync | Outcome::Drift)
+    }
+
+    /// `watch --once` exits with apply's code for the same situation.
+    pub fn exit(self) -> Exit {
+        match self {
+            Outcome::Applied | Outcome::InSync | Outcome::Drift => Exit::Ok,
+            Outcome::Invalid | Outcome::NeedsCredentials | Outcome::Error => Exit::Error,
+            Outcome::Denied => Exit::Denied,
+            Outcome::Locked => Exit::Conflict,
+        }
+    }
+}
+
+/// One user's pending changes, for the `drift` log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drifted {
+    pub user: String,
+    pub actions: Vec<ActionKind>,
+    pub denied: usize,
+}
+
+/// Everything the loop needs to log and count one reconcile. Holds no secret.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// Changes applied, by action (empty unless applied).
+    pub applied: BTreeMap<ActionKind, usize>,
+    /// The users the apply changed, as the store spells them.
+    pub touched: Vec<String>,
+    /// Users whose state still differs from the manifests after this reconcile; `None` when the
+    /// reconcile could not tell (invalid manifests, unreadable store).
+    pub drifted: Option<usize>,
+    /// Per-user drift, for `--detect-only`.
+    pub drift: Vec<Drifted>,
+    /// Whether the manifests parsed and checked; `None` when the reconcile did not get that far.
+    pub manifests_valid: Option<bool>,
+    /// The messages of a failure (located manifest problems, denied changes), one per line.
+    pub problems: Vec<String>,
+    pub plan_id: Option<String>,
+    pub revision: Option<i64>,
+    /// The credentials file written and how many passwords it holds.
+    pub credentials: Option<(PathBuf, usize)>,
+    pub duration: Duration,
+}
+
+impl Report {
+    fn new(outcome: Outcome) -> Report {
+        Report {
+            outcome,
+            applied: BTreeMap::new(),
+            touched: Vec::new(),
+            drifted: None,
+            drift: Vec::new(),
+            manifests_valid: None,
+            problems: Vec::new(),
+            plan_id: None,
+            revision: None,
+            credentials: None,
+            duration: Duration::ZERO,
+        }
+    }
+
+    fn failed(outcome: Outcome, f: Failure) -> Report {
+        let mut r = Report::new(outcome);
+        r.problems = f.lines;
+        r
+    }
+
+    /// The number of changes applied.
+    pub fn changes(&self) -> usize {
+        self.applied.values().sum()
+    }
+}
+
+/// "Now" for this reconcile: `MFACTL_NOW` when set (reproducible runs and tests), else the clock.
+/// `Ctx::now` is fixed at startup; a daemon must not plan with a stale clock.
+pub fn now() -> Timestamp {
+    match std::env::var("MFACTL_NOW") {
+        Ok(s) if !s.is_empty() => Timestamp::parse(&s).unwrap_or_else(|_| wall_clock()),
+        _ => wall_clock(),
+    }
+}
+
+pub fn wall_clock() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Timestamp::from_unix(secs)
+}
+
+/// Reloads everything and plans; applies unless `settings.detect_only`.
+pub fn reconcile(ctx: &Ctx, settings: &Settings) -> Report {
+    let started = Instant::now();
+    let mut report = run(ctx, settings);
+    report.duration = started.elapsed();
+    report
+}
+
+fn run(ctx: &Ctx, settings: &Settings) -> Report {
+    let now = now();
+    let input = match load_stable(&settings.paths) {
+        Ok(input) => input,
+        Err(f) => {
+            let mut r = Report::failed(Outcome::Invalid, f);
+            r.manifests_valid = Some(false);
+            return r;
+        }
+    };
+    let policy = match ctx.policy() {
+        Ok(p) => p,
+        Err(f) => return Report::failed(Outcome::Error, f),
+    };
+    let mut st = match Store::open(&ctx.store, settings.lock_wait) {
+        Ok(st) => st,
+        Err(e) => return store_failure(e),
+    };
+    let path = st.path().to_path_buf();
+    if settings.detect_only {
+        return match compute_plan(st.conn(), &path, &input, &policy, ctx.actor.as_deref(), now) {
+            Ok((plan, _)) => detected(&plan),
+            Err(f) => plan_failure(f),
+        };
+    }
+    let Some(actor) = ctx.actor.as_deref() else {
+        return Report::failed(Outcome::Error, Failure::error("watch needs an actor"));
+    };
+    let tx = match st.begin() {
+        Ok(tx) => tx,
+        Err(e) => return store_failure(e),
+    };
+    let plan = match compute_plan(&tx, &path, &input, &policy, Some(actor), now) {
+        Ok((plan, _)) => plan,
+        Err(f) => return plan_failure(f),
+    };
+    let opts = ApplyOptions {
+        auto_approve: true,
+        allow_large: false,
+        credentials_out: settings
+            .credentials_dir
+            .as_ref()
+            .map(|d| d.join(format!("credentials-{}.tsv", plan.id))),
+        accept_broken_audit: false,
+    };
+    let mut report = match apply_locked(tx, &path, &plan, &policy, actor, now, &opts) {
+        Ok(None) => {
+            let mut r = Report::new(Outcome::InSync);
+            r.drifted = Some(0);
+            r
+        }
+        Ok(Some(applied)) => {
+            let mut r = Report::new(Outcome::Applied);
+            for c in &plan.changes {
+                *r.applied.entry(c.kind()).or_default() += 1;
+            }
+            r.touched = users_of(&plan);
+            r.drifted = Some(0);
+            r.revision = Some(applied.revision);
+            r.credentials = applied.credentials;
+            r
+        }
+        Err(f) => {
+            let outcome = match f.code {
+                Exit::Denied => Outcome::Denied,
+                Exit::Conflict => Outcome::Locked,
+                _ if settings.credentials_dir.is_none()
+                    && resets(&plan) > 0
+                    && f.lines.iter().any(|l| l.contains("--credentials-out")) =>
+                {
+                    Outcome::NeedsCredentials
+                }
+                _ => Outcome::Error,
+            };
+            let mut r = if outcome == Outcome::NeedsCredentials {
+                Report::failed(outcome, needs_credentials(&plan))
+            } else {
+                Report::failed(outcome, f)
+            };
+            r.drifted = Some(plan.summary().users);
+            r
+        }
+    };
+    report.manifests_valid = Some(true);
+    report.plan_id = Some(plan.id.clone());
+    report
+}
+
+/// Reads the manifests until two reads ~50 ms apart agree, so that an editor's half-written save
+/// is never planned: the debounce waits for a quiet moment, this catches a writer still going.
+fn load_stable(paths: &[PathBuf]) -> Result<Loaded, Failure> {
+    const SETTLE: Duration = Duration::from_millis(50);
+    const TRIES: usize = 20;
+    let mut prev = manifests(paths)?;
+    for _ in 0..TRIES {
+        std::thread::sleep(SETTLE);
+        let next = manifests(paths)?;
+        if same_files(&prev, &next) {
+            return Ok(next);
+        }
+        prev = next;
+    }
+    Err(Failure::error(
+        "the manifests kept changing for a second; nothing was applied; waiting for the next change",
+    ))
+}
+
+fn same_files(a: &Loaded, b: &Loaded) -> bool {
+    a.files.len() == b.files.len()
+        && a.files
+            .iter()
+            .zip(&b.files)
+            .all(|(x, y)| x.path == y.path && x.text == y.text)
+}
+
+fn detected(plan: &Plan) -> Report {
+    let mut by_user: BTreeMap<&str, Drifted> = BTreeMap::new();
+    for c in &plan.changes {
+        let d = by_user.entry(c.user.as_str()).or_insert_with(|| Drifted {
+            user: c.user.clone(),
+            actions: Vec::new(),
+            denied: 0,
+        });
+        d.actions.push(c.kind());
+        d.denied += usize::from(c.is_denied());
+    }
+    let mut r = Report::new(if plan.is_empty() {
+        Outcome::InSync
+    } else {
+        Outcome::Drift
+    });
+    r.drifted = Some(by_user.len());
+    r.drift = by_user.into_values().collect();
+    r.manifests_valid = Some(true);
+    r.plan_id = Some(plan.id.clone());
+    r
+}
+
+/// A failure of `compute_plan`: invalid manifests (located problems), or the store.
+fn plan_failure(f: Failure) -> Report {
+    match f.code {
+        Exit::Conflict => Report::failed(Outcome::Locked, f),
+        _ if is_invalid_manifests(&f) => {
+            let mut r = Report::failed(Outcome::Invalid, f);
+            r.manifests_valid = Some(false);
+            r
+        }
+        _ => Report::failed(Outcome::Error, f),
+    }
+}
+
+/// `commands::invalid` ends its failure with this verdict; store errors never do.
+fn is_invalid_manifests(f: &Failure) -> bool {
+    f.lines
+        .last()
+        .is_some_and(|l| l.ends_with("in the manifests; nothing was planned or applied"))
+}
+
+fn store_failure(e: StoreError) -> Report {
+    let outcome = if e.is_lock_timeout() {
+        Outcome::Locked
+    } else {
+        Outcome::Error
+    };
+    Report::failed(outcome, e.into())
+}
+
+fn resets(plan: &Plan) -> usize {
+    plan.changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::ResetPassword { .. }))
+        .count()
+}
+
+fn needs_credentials(plan: &Plan) -> Failure {
+    let users: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::ResetPassword { .. }))
+        .map(|c| escape_text(&c.user).into_owned())
+        .collect();
+    Failure::error(format!(
+        "the plan resets the password of {}; restart watch with --credentials-dir DIR to receive \
+         the temporary passwords; nothing was applied",
+        users.join(", ")
+    ))
+}
+
+fn users_of(plan: &Plan) -> Vec<String> {
+    let mut users: Vec<String> = plan.changes.iter().map(|c| c.user.clone()).collect();
+    users.dedup();
+    users
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_manifests_are_told_apart_from_store_errors() {
+        let invalid = crate::commands::invalid(Vec::new());
+        assert!(is_invalid_manifests(&invalid));
+        assert_eq!(plan_failure(invalid).outcome, Outcome::Invalid);
+        let store: Failure = StoreError::Invalid("store x: broken".into()).into();
+        assert_eq!(plan_failure(store).outcome, Outcome::Error);
+        let locked: Failure =
+            StoreError::Locked(PathBuf::from("x.db"), Duration::from_secs(1)).into();
+        assert_eq!(plan_failure(locked).outcome, Outcome::Locked);
+    }
+
+    #[test]
+    fn once_exits_with_apply_codes() {
+        assert_eq!(Outcome::Applied.exit(), Exit::Ok);
+        assert_eq!(Outcome::InSync.exit(), Exit::Ok);
+        assert_eq!(Outcome::Drift.exit(), Exit::Ok);
+        assert_eq!(Outcome::Invalid.exit(), Exit::Error);
+        assert_eq!(Outcome::NeedsCredentials.exit(), Exit::Error);
+        assert_eq!(Outcome::Denied.exit(), Exit::Denied);
+        assert_eq!(Outcome::Locked.exit(), Exit::Conflict);
+    }
+}
