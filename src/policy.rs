@@ -115,6 +115,10 @@ impl Policy {
             file: file.to_string(),
             message: crate::render::escape_text(&e.to_string()).into_owned(),
         };
+        for (name, text) in [(roles_name, roles), (guardrails_name, guardrails)] {
+            crate::manifest::guard::check_nesting(text)
+                .map_err(|(l, c, m)| err(name, &format!("line {l} column {c}: {m}")))?;
+        }
         let rf: RolesFile = serde_yaml::from_str(roles).map_err(|e| err(roles_name, &e))?;
         let mut seen = BTreeSet::new();
         for r in &rf.roles {

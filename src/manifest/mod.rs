@@ -6,6 +6,7 @@
 //! are checked inside the entry's deserializer so serde_yaml attaches the entry's position too.
 //! Checks that need the store or the clock run later in [`crate::plan`] and are located by path.
 
+pub mod guard;
 pub mod locate;
 
 use crate::model::Timestamp;
@@ -358,6 +359,10 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
         message,
     };
     let text = file.text.strip_prefix('\u{feff}').unwrap_or(&file.text);
+    if let Err((line, col, message)) = guard::check_nesting(text) {
+        problems.push(Problem { file: file.path.clone(), at: Where::At { line, col }, message });
+        return (manifests, problems);
+    }
     let mut last_error = String::new();
     for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         // Straight from the text (no intermediate Value), so every error keeps its position and

@@ -9,6 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Parses and checks a directory file; errors are `FILE:LINE:COL: message` lines.
 pub fn parse(file: &str, text: &str) -> std::result::Result<Directory, Vec<String>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Err((line, col, msg)) = crate::manifest::guard::check_nesting(text) {
+        return Err(vec![format!("{file}:{line}:{col}: {msg}")]);
+    }
     let dir: Directory = serde_yaml::from_str(text).map_err(|e| {
         let loc = e
             .location()
