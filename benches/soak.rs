@@ -13,7 +13,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -78,14 +78,6 @@ fn time_of(unix: i64) -> String {
     )
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// A reconcile summary line from the JSON log: (result, changes).
 fn summary(line: &str) -> Option<(String, u64)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
@@ -93,6 +85,93 @@ fn summary(line: &str) -> Option<(String, u64)> {
         return None;
     }
     Some((v["result"].as_str()?.to_string(), v["changes"].as_u64()?))
+}
+
+/// A running daemon whose reconcile summaries arrive on `rx`; killed on drop.
+struct Daemon {
+    child: Child,
+    pid: u32,
+    rx: mpsc::Receiver<(Instant, String, u64)>,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Result<Daemon, String> {
+        let mut child = Command::new(BIN)
+            .current_dir(dir)
+            .env("MFACTL_STORE", dir.join("mfactl.db"))
+            .env("MFACTL_NOW", NOW)
+            .args(["watch", "manifests", "--actor", ACTOR, "--interval", "1h"])
+            .args(["--credentials-dir", "credentials", "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let pid = child.id();
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some((result, changes)) = summary(&line) {
+                    if tx.send((Instant::now(), result, changes)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Daemon { child, pid, rx })
+    }
+
+    /// The next reconcile summary: (when it was logged, result, changes).
+    fn next(&self, what: &str) -> Result<(Instant, String, u64), String> {
+        self.rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| format!("{what}: no reconcile within 30 s"))
+    }
+
+    fn rss_kib(&self) -> Result<u64, String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .map_err(|e| e.to_string())?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| "no VmRSS".to_string())
+    }
+
+    /// SIGTERM, then how it exited and how long that took.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let sent = Instant::now();
+        while sent.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return format!("exit {:?} after {:?}", s.code(), sent.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        "did not exit within 10 s (killed)".into()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Saves the soak manifest as editors and git do: a temporary file renamed over it.
+fn save(m: &Path, i: i64) -> Result<Instant, String> {
+    let tmp = m.join(".soak.yaml.tmp");
+    std::fs::write(&tmp, manifest(i)).map_err(|e| e.to_string())?;
+    let saved = Instant::now();
+    std::fs::rename(&tmp, m.join("soak.yaml")).map_err(|e| e.to_string())?;
+    Ok(saved)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 fn run(n: usize) -> Result<(), String> {
@@ -110,86 +189,57 @@ fn run(n: usize) -> Result<(), String> {
         std::fs::copy(&p, m.join(p.file_name().unwrap())).map_err(|e| e.to_string())?;
     }
     std::fs::write(m.join("soak.yaml"), manifest(0)).map_err(|e| e.to_string())?;
-    let creds = dir.join("credentials");
-    std::fs::create_dir(&creds).map_err(|e| e.to_string())?;
+    std::fs::create_dir(dir.join("credentials")).map_err(|e| e.to_string())?;
 
-    let mut child = Command::new(BIN)
-        .current_dir(dir)
-        .env("MFACTL_STORE", dir.join("mfactl.db"))
-        .env("MFACTL_NOW", NOW)
-        .args(["watch", "manifests", "--actor", ACTOR, "--interval", "1h"])
-        .args(["--credentials-dir", "credentials", "--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<(Instant, String, u64)>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some((result, changes)) = summary(&line) {
-                if tx.send((Instant::now(), result, changes)).is_err() {
-                    break;
-                }
-            }
+    let daemon = Daemon::start(dir)?;
+    println!("{}", soak(n, &m, &daemon)?);
+
+    // Saves that change nothing (an older cutoff is already met): reconciles without a write.
+    let quiet = (n / 5).max(20);
+    let before = daemon.rss_kib()?;
+    for i in 0..quiet {
+        save(&m, (n - 1 - i % 2) as i64)?;
+        let (_, result, _) = daemon.next("in-sync save")?;
+        if result != "in-sync" {
+            return Err(format!("an unchanged save gave {result}"));
         }
-    });
-    let result = soak(n, &m, pid, &rx);
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let stop = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            _ if stop.elapsed() > Duration::from_secs(10) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            _ => std::thread::sleep(Duration::from_millis(10)),
-        }
-    };
-    let report = result?;
-    println!("{report}");
+    }
     println!(
-        "shutdown on SIGTERM: {}",
-        match status {
-            Some(s) => format!("exit {:?} after {:?}", s.code(), stop.elapsed()),
-            None => "did not exit within 10 s (killed)".into(),
-        }
+        "{quiet} more saves that change nothing (in-sync reconciles): RSS {:.1} -> {:.1} MiB",
+        mib(before),
+        mib(daemon.rss_kib()?)
     );
+    println!("shutdown on SIGTERM: {}", daemon.stop());
+
+    // The same store, a fresh daemon, one apply: how much of the growth is the store's size.
+    let fresh = Daemon::start(dir)?;
+    fresh.next("fresh daemon start")?;
+    let start = fresh.rss_kib()?;
+    save(&m, n as i64 + 1)?;
+    fresh.next("fresh daemon apply")?;
+    println!(
+        "a fresh daemon on the final store: RSS {:.1} MiB at start, {:.1} MiB after one apply",
+        mib(start),
+        mib(fresh.rss_kib()?)
+    );
+    fresh.stop();
     Ok(())
 }
 
-fn soak(
-    n: usize,
-    m: &Path,
-    pid: u32,
-    rx: &mpsc::Receiver<(Instant, String, u64)>,
-) -> Result<String, String> {
-    let wait = Duration::from_secs(30);
-    let (_, first, changes) = rx
-        .recv_timeout(wait)
-        .map_err(|_| "no first reconcile within 30 s".to_string())?;
+fn soak(n: usize, m: &Path, daemon: &Daemon) -> Result<String, String> {
+    let (_, first, changes) = daemon.next("start")?;
     if first != "applied" {
         return Err(format!("the first reconcile was {first}, not applied"));
     }
-    let rss_start = rss_kib(pid).ok_or("cannot read VmRSS")?;
+    let rss_start = daemon.rss_kib()?;
     let mut samples = vec![(0usize, rss_start)];
     let mut latencies = Vec::with_capacity(n);
     let mut other = 0usize;
     let started = Instant::now();
     for i in 1..=n {
-        let tmp = m.join(".soak.yaml.tmp");
-        std::fs::write(&tmp, manifest(i as i64)).map_err(|e| e.to_string())?;
-        let saved = Instant::now();
-        std::fs::rename(&tmp, m.join("soak.yaml")).map_err(|e| e.to_string())?;
+        let saved = save(m, i as i64)?;
         loop {
-            let (at, result, changes) = rx
-                .recv_timeout(wait)
-                .map_err(|_| format!("edit {i}: no reconcile within 30 s"))?;
+            let (at, result, changes) = daemon.next(&format!("edit {i}"))?;
             if result == "applied" && changes == 1 {
                 latencies.push(at.duration_since(saved));
                 break;
@@ -197,11 +247,11 @@ fn soak(
             other += 1;
         }
         if i % (n / 10).max(1) == 0 {
-            samples.push((i, rss_kib(pid).ok_or("cannot read VmRSS")?));
+            samples.push((i, daemon.rss_kib()?));
         }
     }
     let total = started.elapsed();
-    let rss_end = rss_kib(pid).ok_or("cannot read VmRSS")?;
+    let rss_end = daemon.rss_kib()?;
     latencies.sort();
     let pct = |p: f64| {
         let idx = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
@@ -211,7 +261,7 @@ fn soak(
         latencies.iter().map(Duration::as_secs_f64).sum::<f64>() / latencies.len() as f64 * 1000.0;
     let trend: Vec<String> = samples
         .iter()
-        .map(|(i, kib)| format!("{i}:{:.1}", *kib as f64 / 1024.0))
+        .map(|(i, kib)| format!("{i}:{:.1}", mib(*kib)))
         .collect();
     Ok(format!(
         "soak: {n} file-triggered reconciles in {:.1} s ({changes} changes in the first, the example tenant)\n\
@@ -225,8 +275,8 @@ fn soak(
         pct(0.9),
         pct(0.99),
         pct(1.0),
-        rss_start as f64 / 1024.0,
-        rss_end as f64 / 1024.0,
+        mib(rss_start),
+        mib(rss_end),
         trend.join(" ")
     ))
 }

@@ -335,10 +335,8 @@ fn refuse_missing_credentials(plan: &Plan, opts: &Options) -> Result<(), Failure
 }
 
 fn confirm(n: usize) -> Result<bool, Failure> {
-    eprint!(
-        "\nApply these {n} change{}? Only 'yes' is accepted: ",
-        if n == 1 { "" } else { "s" }
-    );
+    let what = if n == 1 { "this change".to_string() } else { format!("these {n} changes") };
+    eprint!("\nApply {what}? Only 'yes' is accepted: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     std::io::stdin()

@@ -48,6 +48,12 @@ pub struct Metrics {
     last: Mutex<Option<String>>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();

@@ -210,29 +210,14 @@ fn finished(
 ) -> Report {
     let report = joined.unwrap_or_else(|e| {
         // A panic in the reconcile is a bug; the daemon reports it and keeps running.
-        let mut r = reconcile_panic();
-        r.problems = vec![format!("error: the reconcile failed unexpectedly: {e}")];
-        r
+        Report::failed(
+            Outcome::Error,
+            Failure::error(format!("the reconcile failed unexpectedly: {e}")),
+        )
     });
     log_report(trigger, &report, settings);
     metrics.record(trigger, &report);
     report
-}
-
-fn reconcile_panic() -> Report {
-    Report {
-        outcome: Outcome::Error,
-        applied: Default::default(),
-        touched: Vec::new(),
-        drifted: None,
-        drift: Vec::new(),
-        manifests_valid: None,
-        problems: Vec::new(),
-        plan_id: None,
-        revision: None,
-        credentials: None,
-        duration: Duration::ZERO,
-    }
 }
 
 fn log_notes(notes: Vec<Note>) {

@@ -156,7 +156,7 @@ impl Report {
         }
     }
 
-    fn failed(outcome: Outcome, f: Failure) -> Report {
+    pub fn failed(outcome: Outcome, f: Failure) -> Report {
         let mut r = Report::new(outcome);
         r.problems = f.lines;
         r
