@@ -26,7 +26,10 @@ pub fn record_hash(r: &AuditRecord) -> String {
         r.prev_hash
     ]);
     let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,47 +61,83 @@ impl Report {
 /// Walks the chain in `seq` order. `head` is the store's record of the last hash and count, which
 /// catches records deleted from the end.
 pub fn verify(records: &[AuditRecord], head: Option<(&str, i64)>) -> Report {
-    let mut breaks: Vec<Break> = Vec::new();
-    let mut prev_hash = String::new();
-    let mut prev_seq: Option<i64> = None;
+    let mut v = Verifier::default();
     for r in records {
+        v.push(r);
+    }
+    v.finish(head)
+}
+
+/// The chain check one record at a time, so a store can stream its log through it in constant
+/// memory.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    breaks: Vec<Break>,
+    prev_hash: String,
+    prev_seq: Option<i64>,
+    records: usize,
+}
+
+impl Verifier {
+    pub fn push(&mut self, r: &AuditRecord) {
         let mut what = Vec::new();
-        if prev_seq.is_some_and(|p| r.seq != p + 1) {
-            what.push(format!("follows record #{} (records were deleted or renumbered)", prev_seq.unwrap_or(0)));
+        if let Some(p) = self.prev_seq.filter(|p| r.seq != p + 1) {
+            what.push(format!(
+                "follows record #{p} (records were deleted or renumbered)"
+            ));
         }
-        if r.prev_hash != prev_hash {
-            what.push("does not chain to the record before it (a record was deleted, inserted or reordered)".to_string());
+        if r.prev_hash != self.prev_hash {
+            what.push(
+                "does not chain to the record before it (a record was deleted, inserted or reordered)"
+                    .to_string(),
+            );
         }
         if record_hash(r) != r.hash {
             what.push("was edited (its hash does not match its content)".to_string());
         }
         if !what.is_empty() {
-            breaks.push(Break { seq: r.seq, what: what.join("; "), acknowledged_by: None });
-        }
-        if r.action == ACCEPT_BROKEN {
-            for b in breaks.iter_mut().filter(|b| b.acknowledged_by.is_none() && b.seq < r.seq) {
-                b.acknowledged_by = Some(r.seq);
-            }
-        }
-        prev_hash = r.hash.clone();
-        prev_seq = Some(r.seq);
-    }
-    if let Some((head_hash, count)) = head {
-        let last = records.last().map_or(0, |r| r.seq);
-        if head_hash != prev_hash || count != records.len() as i64 {
-            breaks.push(Break {
-                seq: last,
-                what: format!(
-                    "the log holds {} records ending in {}, but the store recorded {count} ending in {}: records were deleted from the end or the chain was replaced",
-                    records.len(),
-                    short(&prev_hash),
-                    short(head_hash)
-                ),
+            self.breaks.push(Break {
+                seq: r.seq,
+                what: what.join("; "),
                 acknowledged_by: None,
             });
         }
+        if r.action == ACCEPT_BROKEN {
+            for b in self
+                .breaks
+                .iter_mut()
+                .filter(|b| b.acknowledged_by.is_none() && b.seq < r.seq)
+            {
+                b.acknowledged_by = Some(r.seq);
+            }
+        }
+        self.prev_hash.clone_from(&r.hash);
+        self.prev_seq = Some(r.seq);
+        self.records += 1;
     }
-    Report { records: records.len(), breaks, head: prev_hash }
+
+    pub fn finish(mut self, head: Option<(&str, i64)>) -> Report {
+        if let Some((head_hash, count)) = head {
+            let last = self.prev_seq.unwrap_or(0);
+            if head_hash != self.prev_hash || count != self.records as i64 {
+                self.breaks.push(Break {
+                    seq: last,
+                    what: format!(
+                        "the log holds {} records ending in {}, but the store recorded {count} ending in {}: records were deleted from the end or the chain was replaced",
+                        self.records,
+                        short(&self.prev_hash),
+                        short(head_hash)
+                    ),
+                    acknowledged_by: None,
+                });
+            }
+        }
+        Report {
+            records: self.records,
+            breaks: self.breaks,
+            head: self.prev_hash,
+        }
+    }
 }
 
 fn short(h: &str) -> &str {

@@ -180,7 +180,11 @@ impl Action {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, expecting = "a method: {id, kind, registered-at}")]
+#[serde(
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    expecting = "a method: {id, kind, registered-at}"
+)]
 pub struct Method {
     pub id: String,
     pub kind: String,
@@ -188,14 +192,22 @@ pub struct Method {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, expecting = "a session: {id, issued-at}")]
+#[serde(
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    expecting = "a session: {id, issued-at}"
+)]
 pub struct Session {
     pub id: String,
     pub issued_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, expecting = "a trusted device: {id, name, remembered-at}")]
+#[serde(
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    expecting = "a trusted device: {id, name, remembered-at}"
+)]
 pub struct Device {
     pub id: String,
     pub name: String,
@@ -203,7 +215,11 @@ pub struct Device {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, expecting = "an app password: {id, name, created-at}")]
+#[serde(
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    expecting = "an app password: {id, name, created-at}"
+)]
 pub struct AppPassword {
     pub id: String,
     pub name: String,
@@ -213,7 +229,11 @@ pub struct AppPassword {
 /// A user's actual state, exactly the record of the directory format (SPEC §3). Secrets are not
 /// part of it: they live only as hashes inside the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, expecting = "a user: a mapping with id and the fields of the directory format")]
+#[serde(
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    expecting = "a user: a mapping with id and the fields of the directory format"
+)]
 pub struct User {
     pub id: String,
     #[serde(default)]
@@ -255,7 +275,11 @@ impl User {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, expecting = "a group: {name, role-assignable}")]
+#[serde(
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    expecting = "a group: {name, role-assignable}"
+)]
 pub struct Group {
     pub name: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -264,7 +288,10 @@ pub struct Group {
 
 /// The directory format of `store import` / `store export`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a directory: a mapping with `groups` and `users`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a directory: a mapping with `groups` and `users`"
+)]
 pub struct Directory {
     #[serde(default)]
     pub groups: Vec<Group>,

@@ -9,7 +9,18 @@ use crate::manifest::locate::Seg;
 use crate::manifest::{Manifest, Problem, Selector, Where};
 use crate::model::{key_of, Action, ActionKind, Group, Timestamp, User};
 use crate::policy::{evaluate, Actor, Policy, TargetFacts, Verdict};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// [`key_of`] without an allocation when the id is already lower case, as most are: plans look
+/// up every named user several times.
+fn key_cow(id: &str) -> Cow<'_, str> {
+    if id.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(key_of(id))
+    } else {
+        Cow::Borrowed(id)
+    }
+}
 
 /// The part of the store a plan needs: the users it may touch, every group, the revision.
 #[derive(Debug, Clone, Default)]
@@ -168,7 +179,7 @@ pub fn check_offline(manifests: &[Manifest], policy: &Policy, now: Timestamp) ->
             }
             if let Selector::Users(us) = &e.selector {
                 for (j, u) in us.iter().enumerate() {
-                    if policy.guardrails.protected_users.contains(&key_of(u)) {
+                    if policy.guardrails.protected_users.contains(&*key_cow(u)) {
                         problems.push(Problem {
                             file: m.file.clone(),
                             at: at(vec![
@@ -197,7 +208,7 @@ pub fn check_known(manifests: &[Manifest], actual: &Actual) -> Vec<Problem> {
     for m in manifests {
         for (i, e) in m.entries.iter().enumerate() {
             let mut unknown_user = |list: &str, j: usize, u: &str| {
-                if !actual.users.contains_key(&key_of(u)) {
+                if !actual.users.contains_key(&*key_cow(u)) {
                     problems.push(Problem {
                         file: m.file.clone(),
                         at: Where::Path {
@@ -245,8 +256,19 @@ pub fn check_known(manifests: &[Manifest], actual: &Actual) -> Vec<Problem> {
     problems
 }
 
-/// Per user and action: every `(timestamp, manifest)` that asks for it (app passwords carry no time).
-type Wants<'m> = BTreeMap<String, BTreeMap<ActionKind, Vec<(Option<Timestamp>, &'m str)>>>;
+/// Every action kind, in the order plans list them (`ActionKind`'s order): the index into
+/// [`Wants`]' per-user array.
+const KINDS: [ActionKind; 5] = [
+    ActionKind::DeleteAppPasswords,
+    ActionKind::RequireReregistration,
+    ActionKind::ResetPassword,
+    ActionKind::RevokeSessions,
+    ActionKind::RevokeTrustedDevices,
+];
+
+/// Per user (by key, borrowed from [`Actual::users`]): the user and, per action kind in
+/// [`KINDS`] order, every `(timestamp, manifest)` that asks for it (app passwords carry no time).
+type Wants<'a, 'm> = BTreeMap<&'a str, (&'a User, [Vec<(Option<Timestamp>, &'m str)>; 5])>;
 
 /// The whole decision. Returns the located-by-path problems instead when the manifests are invalid.
 pub fn plan(
@@ -266,32 +288,34 @@ pub fn plan(
     let mut skipped: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for m in manifests {
         for e in &m.entries {
-            let except: BTreeSet<String> = e.except.iter().map(|u| key_of(u)).collect();
-            let selected: Vec<&String> = match &e.selector {
+            let except: BTreeSet<Cow<str>> = e.except.iter().map(|u| key_cow(u)).collect();
+            let selected: Vec<(&String, &User)> = match &e.selector {
                 Selector::Users(us) => us
                     .iter()
-                    .filter_map(|u| actual.users.get_key_value(&key_of(u)).map(|(k, _)| k))
+                    .filter_map(|u| actual.users.get_key_value(&*key_cow(u)))
                     .collect(),
                 Selector::Group(g) => {
+                    // `g` is a key (lower case), so this is `key_of(ug) == g` without allocating.
                     let g = key_of(g);
                     actual
                         .users
                         .iter()
-                        .filter(|(_, u)| u.groups.iter().any(|ug| key_of(ug) == g))
-                        .map(|(k, _)| k)
+                        .filter(|(_, u)| u.groups.iter().any(|ug| ug.eq_ignore_ascii_case(&g)))
                         .collect()
                 }
-                Selector::AllUsers => actual.users.keys().collect(),
+                Selector::AllUsers => actual.users.iter().collect(),
             };
-            for key in selected {
-                if except.contains(key) {
+            for (key, user) in selected {
+                if except.contains(key.as_str()) {
                     continue;
                 }
                 if protected.contains(key) {
                     skipped.entry(key.clone()).or_default().insert(&m.name);
                     continue;
                 }
-                let w = wants.entry(key.clone()).or_default();
+                let (_, w) = wants
+                    .entry(key)
+                    .or_insert_with(|| (user, Default::default()));
                 let s = &e.settings;
                 for (kind, t) in [
                     (ActionKind::RequireReregistration, s.require_reregistration),
@@ -303,13 +327,11 @@ pub fn plan(
                     (ActionKind::ResetPassword, s.reset_password_before),
                 ] {
                     if let Some(t) = t {
-                        w.entry(kind).or_default().push((Some(t), &m.name));
+                        w[kind_index(kind)].push((Some(t), &m.name));
                     }
                 }
                 if s.app_passwords_none {
-                    w.entry(ActionKind::DeleteAppPasswords)
-                        .or_default()
-                        .push((None, &m.name));
+                    w[kind_index(ActionKind::DeleteAppPasswords)].push((None, &m.name));
                 }
             }
         }
@@ -317,12 +339,14 @@ pub fn plan(
 
     let ra_groups = actual.role_assignable_groups();
     let mut changes = Vec::new();
-    for (key, per_action) in &wants {
-        let Some(user) = actual.users.get(key) else {
-            continue;
-        };
+    let mut verdicts = Verdicts::default();
+    // Consumed as it goes, so each user's requests are freed before the next changes are made.
+    for (user, per_action) in wants.into_values() {
         let facts = TargetFacts::of(user, &ra_groups);
-        for (kind, asks) in per_action {
+        for (kind, asks) in KINDS.iter().zip(per_action) {
+            if asks.is_empty() {
+                continue;
+            }
             let merged = asks.iter().filter_map(|(t, _)| *t).max();
             let Some(action) = action_for(*kind, merged, user, now) else {
                 continue;
@@ -333,12 +357,7 @@ pub fn plan(
                 .map(|(_, name)| *name)
                 .collect();
             let (before, after, removes) = effect(user, &action);
-            let verdict = evaluate(policy, actor, *kind, &user.id, &facts);
-            let could_approve = policy
-                .roles_allowing(*kind, &facts)
-                .into_iter()
-                .map(str::to_string)
-                .collect();
+            let (verdict, could_approve) = verdicts.get(policy, actor, *kind, &user.id, &facts);
             changes.push(Change {
                 user: user.id.clone(),
                 action,
@@ -405,38 +424,153 @@ fn action_for(
     }
 }
 
-/// The before/after slices and removed ids of applying `action` to `user`.
-fn effect(user: &User, action: &Action) -> (Slice, Slice, Vec<String>) {
-    let after_user = simulate(user, std::slice::from_ref(action));
-    let removed = |before: Vec<&str>, after: Vec<&str>| -> Vec<String> {
-        let keep: BTreeSet<&str> = after.into_iter().collect();
-        let mut r: Vec<String> = before
-            .into_iter()
-            .filter(|id| !keep.contains(id))
-            .map(str::to_string)
-            .collect();
-        r.sort();
-        r
-    };
-    let k = action.kind();
-    (
-        slice(user, k),
-        slice(&after_user, k),
-        removed(ids(user, k), ids(&after_user, k)),
-    )
+/// The index of `kind` in [`KINDS`].
+fn kind_index(kind: ActionKind) -> usize {
+    match kind {
+        ActionKind::DeleteAppPasswords => 0,
+        ActionKind::RequireReregistration => 1,
+        ActionKind::ResetPassword => 2,
+        ActionKind::RevokeSessions => 3,
+        ActionKind::RevokeTrustedDevices => 4,
+    }
 }
 
-/// The ids of the objects an action of kind `k` may delete.
-fn ids(u: &User, k: ActionKind) -> Vec<&str> {
-    match k {
-        ActionKind::RequireReregistration => u.methods.iter().map(|m| m.id.as_str()).collect(),
-        ActionKind::RevokeSessions => u.sessions.iter().map(|s| s.id.as_str()).collect(),
-        ActionKind::RevokeTrustedDevices => {
-            u.trusted_devices.iter().map(|d| d.id.as_str()).collect()
+/// Target roles, the verdict, and the roles that could approve.
+type Remembered = (Vec<String>, Option<Verdict>, Vec<String>);
+
+/// Verdicts and approving roles, remembered per action and target facts: they depend on nothing
+/// else, except a denial's reason, which may name the target, so denials are always recomputed.
+#[derive(Default)]
+struct Verdicts {
+    /// Per (action, in a role-assignable group): (target roles, verdict, could approve).
+    known: BTreeMap<(ActionKind, bool), Vec<Remembered>>,
+}
+
+impl Verdicts {
+    fn get(
+        &mut self,
+        policy: &Policy,
+        actor: &Actor,
+        kind: ActionKind,
+        target_id: &str,
+        facts: &TargetFacts,
+    ) -> (Option<Verdict>, Vec<String>) {
+        let seen = self
+            .known
+            .entry((kind, facts.in_role_assignable_group))
+            .or_default();
+        if let Some((_, verdict, could)) = seen.iter().find(|(roles, _, _)| *roles == facts.roles) {
+            if !matches!(verdict, Some(Verdict::Denied { .. })) {
+                return (verdict.clone(), could.clone());
+            }
+            return (
+                evaluate(policy, actor, kind, target_id, facts),
+                could.clone(),
+            );
         }
-        ActionKind::DeleteAppPasswords => u.app_passwords.iter().map(|a| a.id.as_str()).collect(),
-        ActionKind::ResetPassword => Vec::new(),
+        let verdict = evaluate(policy, actor, kind, target_id, facts);
+        let could: Vec<String> = policy
+            .roles_allowing(kind, facts)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        seen.push((facts.roles.clone(), verdict.clone(), could.clone()));
+        (verdict, could)
     }
+}
+
+/// The before/after slices and removed ids of applying `action` to `user`: what
+/// `simulate(user, [action])` gives for the action's own fields, without cloning the user.
+fn effect(user: &User, action: &Action) -> (Slice, Slice, Vec<String>) {
+    let k = action.kind();
+    let raise = |wm: Option<Timestamp>, t: Timestamp| Some(wm.map_or(t, |w| w.max(t)));
+    // How many objects the action keeps, and the sorted ids of the others (as `simulate` and
+    // comparing the id lists before and after would give them).
+    let split = |items: Vec<(&str, bool)>| -> (usize, Vec<String>) {
+        let keep: BTreeSet<&str> = items
+            .iter()
+            .filter(|(_, kept)| *kept)
+            .map(|(id, _)| *id)
+            .collect();
+        let left = items.iter().filter(|(_, kept)| *kept).count();
+        let mut removed: Vec<String> = items
+            .iter()
+            .filter(|(id, _)| !keep.contains(id))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        removed.sort();
+        (left, removed)
+    };
+    let (after, removes) = match *action {
+        Action::RequireReregistration { before } => {
+            let (left, removed) = split(
+                user.methods
+                    .iter()
+                    .map(|m| (m.id.as_str(), m.registered_at >= before))
+                    .collect(),
+            );
+            (
+                vec![
+                    (
+                        "registration-valid-from",
+                        Val::Time(raise(user.registration_valid_from, before)),
+                    ),
+                    ("methods", Val::Count(left)),
+                ],
+                removed,
+            )
+        }
+        Action::RevokeSessions { before } => {
+            let (left, removed) = split(
+                user.sessions
+                    .iter()
+                    .map(|s| (s.id.as_str(), s.issued_at >= before))
+                    .collect(),
+            );
+            (
+                vec![
+                    (
+                        "sessions-valid-from",
+                        Val::Time(raise(user.sessions_valid_from, before)),
+                    ),
+                    ("sessions", Val::Count(left)),
+                ],
+                removed,
+            )
+        }
+        Action::RevokeTrustedDevices { before } => {
+            let (left, removed) = split(
+                user.trusted_devices
+                    .iter()
+                    .map(|d| (d.id.as_str(), d.remembered_at >= before))
+                    .collect(),
+            );
+            (
+                vec![
+                    (
+                        "devices-valid-from",
+                        Val::Time(raise(user.devices_valid_from, before)),
+                    ),
+                    ("trusted-devices", Val::Count(left)),
+                ],
+                removed,
+            )
+        }
+        Action::ResetPassword { set_at, .. } => (
+            vec![
+                ("password-set-at", Val::Time(Some(set_at))),
+                ("must-change-password", Val::Flag(true)),
+            ],
+            Vec::new(),
+        ),
+        Action::DeleteAppPasswords => {
+            let mut removed: Vec<String> =
+                user.app_passwords.iter().map(|a| a.id.clone()).collect();
+            removed.sort();
+            (vec![("app-passwords", Val::Count(0))], removed)
+        }
+    };
+    (slice(user, k), after, removes)
 }
 
 /// The fields of a user's state that an action of kind `k` changes (SPEC §5 `before`/`after`).
@@ -536,10 +670,17 @@ pub fn replan(
         };
         let action = match (p.kind, p.cutoff) {
             (ActionKind::DeleteAppPasswords, _) => Action::DeleteAppPasswords,
-            (ActionKind::RequireReregistration, Some(t)) => Action::RequireReregistration { before: t },
+            (ActionKind::RequireReregistration, Some(t)) => {
+                Action::RequireReregistration { before: t }
+            }
             (ActionKind::RevokeSessions, Some(t)) => Action::RevokeSessions { before: t },
-            (ActionKind::RevokeTrustedDevices, Some(t)) => Action::RevokeTrustedDevices { before: t },
-            (ActionKind::ResetPassword, Some(t)) => Action::ResetPassword { before: t, set_at: now.max(t) },
+            (ActionKind::RevokeTrustedDevices, Some(t)) => {
+                Action::RevokeTrustedDevices { before: t }
+            }
+            (ActionKind::ResetPassword, Some(t)) => Action::ResetPassword {
+                before: t,
+                set_at: now.max(t),
+            },
             (_, None) => {
                 bad.push(p.user.clone());
                 continue;
@@ -550,7 +691,11 @@ pub fn replan(
         changes.push(Change {
             user: user.id.clone(),
             verdict: evaluate(policy, actor, p.kind, &user.id, &facts),
-            could_approve: policy.roles_allowing(p.kind, &facts).into_iter().map(str::to_string).collect(),
+            could_approve: policy
+                .roles_allowing(p.kind, &facts)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
             action,
             before,
             after,
@@ -570,14 +715,22 @@ pub fn replan(
 pub fn fingerprint(user: &User) -> String {
     use sha2::{Digest, Sha256};
     let bytes = serde_json::to_vec(user).unwrap_or_default();
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Fingerprints of every user the plan changes, by id as the store spells it.
 pub fn fingerprints(plan: &Plan, actual: &Actual) -> BTreeMap<String, String> {
     plan.changes
         .iter()
-        .filter_map(|c| actual.users.get(&key_of(&c.user)).map(|u| (u.id.clone(), fingerprint(u))))
+        .filter_map(|c| {
+            actual
+                .users
+                .get(&key_of(&c.user))
+                .map(|u| (u.id.clone(), fingerprint(u)))
+        })
         .collect()
 }
 

@@ -381,7 +381,9 @@ fn on_a_terminal(env: &Env, args: &str, answer: &str) -> Out {
     let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_mfactl"));
     let o = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("printf '{answer}\\n' | script -qec \"{cmd}\" /dev/null"))
+        .arg(format!(
+            "printf '{answer}\\n' | script -qec \"{cmd}\" /dev/null"
+        ))
         .current_dir(env.dir.path())
         .env("MFACTL_STORE", &env.store)
         .env("MFACTL_NOW", NOW)
@@ -398,15 +400,34 @@ fn on_a_terminal(env: &Env, args: &str, answer: &str) -> Out {
 #[test]
 fn on_a_terminal_apply_shows_the_plan_in_colour_and_asks_for_yes() {
     let env = Env::example();
-    env.write("m/a.yaml", &manifest("apps", "  - users: [bob@contoso.example]\n    app-passwords: none\n"));
+    env.write(
+        "m/a.yaml",
+        &manifest(
+            "apps",
+            "  - users: [bob@contoso.example]\n    app-passwords: none\n",
+        ),
+    );
     let before = env.export();
     let o = on_a_terminal(&env, &format!("apply m --actor {ADMIN}"), "no");
-    assert!(o.stdout.contains("Apply this change? Only 'yes' is accepted"), "{}", o.stdout);
-    assert!(o.stdout.contains("\x1b[32mallowed as global-administrator"), "colour on a terminal: {}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("Apply this change? Only 'yes' is accepted"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("\x1b[32mallowed as global-administrator"),
+        "colour on a terminal: {}",
+        o.stdout
+    );
     assert!(o.stdout.contains("apply cancelled"), "{}", o.stdout);
     assert_eq!(env.export(), before);
     let o = on_a_terminal(&env, &format!("apply m --actor {ADMIN}"), "yes");
-    assert!(o.stdout.contains("Apply complete: 1 change for 1 user"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("Apply complete: 1 change for 1 user"),
+        "{}",
+        o.stdout
+    );
     assert_ne!(env.export(), before);
     let o = on_a_terminal(&env, &format!("--no-color plan m --actor {ADMIN}"), "");
     assert!(!o.stdout.contains('\x1b'), "--no-color: {}", o.stdout);

@@ -11,12 +11,23 @@ const ADMIN: &str = "gary@contoso.example";
 fn audited() -> Env {
     let env = Env::example();
     let m = format!("{EXAMPLES}/manifests");
-    env.ok(&["apply", &m, "--auto-approve", "--actor", ADMIN, "--credentials-out", "c.txt"]);
+    env.ok(&[
+        "apply",
+        &m,
+        "--auto-approve",
+        "--actor",
+        ADMIN,
+        "--credentials-out",
+        "c.txt",
+    ]);
     env
 }
 
 fn sql(env: &Env, statements: &str) {
-    rusqlite::Connection::open(&env.store).unwrap().execute_batch(statements).unwrap();
+    rusqlite::Connection::open(&env.store)
+        .unwrap()
+        .execute_batch(statements)
+        .unwrap();
 }
 
 fn verify(env: &Env) -> Out {
@@ -33,13 +44,19 @@ fn an_untouched_log_verifies() {
         serde_json::from_str(&env.ok(&["audit", "--format", "json"]).stdout).unwrap();
     let r = records.as_array().unwrap();
     assert_eq!(r[0]["prev_hash"], "");
-    assert_eq!(r[1]["prev_hash"], r[0]["hash"], "each record chains to the one before");
+    assert_eq!(
+        r[1]["prev_hash"], r[0]["hash"],
+        "each record chains to the one before"
+    );
 }
 
 #[test]
 fn an_edited_record_is_named() {
     let env = audited();
-    sql(&env, "UPDATE audit SET user = 'mallory@contoso.example' WHERE seq = 4");
+    sql(
+        &env,
+        "UPDATE audit SET user = 'mallory@contoso.example' WHERE seq = 4",
+    );
     let o = verify(&env);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(o.stdout.contains("record #4 was edited"), "{}", o.stdout);
@@ -98,7 +115,13 @@ fn reordered_records_are_named() {
 fn apply_refuses_a_broken_chain_unless_accepted_and_records_the_acceptance() {
     let env = audited();
     sql(&env, "UPDATE audit SET actor = 'nobody' WHERE seq = 2");
-    env.write("m/apps.yaml", &manifest("apps", "  - users: [henry@contoso.example]\n    app-passwords: none\n"));
+    env.write(
+        "m/apps.yaml",
+        &manifest(
+            "apps",
+            "  - users: [henry@contoso.example]\n    app-passwords: none\n",
+        ),
+    );
     let before = env.export();
     let o = env.run(&["apply", "m", "--auto-approve", "--actor", ADMIN]);
     assert_eq!(o.code, 1, "{}", o.all());
@@ -106,20 +129,39 @@ fn apply_refuses_a_broken_chain_unless_accepted_and_records_the_acceptance() {
     assert!(o.stderr.contains("--accept-broken-audit"), "{}", o.stderr);
     assert_eq!(env.export(), before, "nothing applied");
 
-    let o = env.run(&["apply", "m", "--auto-approve", "--actor", ADMIN, "--accept-broken-audit"]);
+    let o = env.run(&[
+        "apply",
+        "m",
+        "--auto-approve",
+        "--actor",
+        ADMIN,
+        "--accept-broken-audit",
+    ]);
     assert_eq!(o.code, 0, "{}", o.all());
     let records: serde_json::Value =
         serde_json::from_str(&env.ok(&["audit", "--format", "json"]).stdout).unwrap();
     let r = records.as_array().unwrap();
     assert_eq!(r[15]["action"], "accept-broken-audit");
     assert_eq!(r[15]["actor"], ADMIN);
-    assert!(r[15]["before"]["problems"][0].as_str().unwrap().contains("record #2"), "{}", r[15]);
+    assert!(
+        r[15]["before"]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("record #2"),
+        "{}",
+        r[15]
+    );
     assert_eq!(r[16]["action"], "delete-app-passwords");
 
     // The break stays visible, acknowledged; later applies need no flag.
     let o = verify(&env);
     assert_eq!(o.code, 0, "{}", o.all());
-    assert!(o.stdout.contains("record #2 was edited") && o.stdout.contains("acknowledged by record #16"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("record #2 was edited")
+            && o.stdout.contains("acknowledged by record #16"),
+        "{}",
+        o.stdout
+    );
     env.write("m/more.yaml", &manifest("more", "  - users: [henry@contoso.example]\n    revoke-sessions-before: 2026-11-30T00:00:00Z\n"));
     env.ok(&["apply", "m", "--auto-approve", "--actor", ADMIN]);
 }

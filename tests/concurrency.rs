@@ -40,8 +40,14 @@ fn racing_applies_and_a_reconcile_end_in_0_or_4_and_lose_nothing() {
             let o = child.wait_with_output().unwrap();
             let code = o.status.code().unwrap();
             let stderr = String::from_utf8_lossy(&o.stderr);
-            assert!(code == 0 || code == 4, "round {round}, {u}: exit {code}: {stderr}");
-            assert!(!stderr.contains("database is locked"), "raw SQLite error: {stderr}");
+            assert!(
+                code == 0 || code == 4,
+                "round {round}, {u}: exit {code}: {stderr}"
+            );
+            assert!(
+                !stderr.contains("database is locked"),
+                "raw SQLite error: {stderr}"
+            );
         }
         // Whatever ran is fully there and audited; whatever gave up left its user untouched.
         let audit: serde_json::Value =
@@ -54,13 +60,21 @@ fn racing_applies_and_a_reconcile_end_in_0_or_4_and_lose_nothing() {
             let devices_done = shown["devices-valid-from"].as_str() == Some("2026-11-30T00:00:00Z");
             assert_eq!(applied, devices_done, "round {round}: {u} half-applied");
             let n = records.iter().filter(|r| r["user"] == id.as_str()).count();
-            assert_eq!(n, if applied { 2 } else { 0 }, "round {round}: audit records for {u}");
+            assert_eq!(
+                n,
+                if applied { 2 } else { 0 },
+                "round {round}: audit records for {u}"
+            );
         }
         assert_eq!(env.run(&["audit", "verify"]).code, 0);
     }
     // With a 30 s lock timeout every process got its turn.
     for u in users {
         let shown = env.show(&format!("{u}@contoso.example"));
-        assert_eq!(shown["sessions-valid-from"].as_str(), Some("2026-11-30T00:00:00Z"), "{u}");
+        assert_eq!(
+            shown["sessions-valid-from"].as_str(),
+            Some("2026-11-30T00:00:00Z"),
+            "{u}"
+        );
     }
 }

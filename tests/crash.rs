@@ -31,7 +31,11 @@ struct Fixture {
 
 fn store_files(base: &std::path::Path) -> [std::path::PathBuf; 3] {
     let s = base.display().to_string();
-    [base.to_path_buf(), format!("{s}-wal").into(), format!("{s}-shm").into()]
+    [
+        base.to_path_buf(),
+        format!("{s}-wal").into(),
+        format!("{s}-shm").into(),
+    ]
 }
 
 /// Replaces the working store with the snapshot taken before the apply.
@@ -44,9 +48,16 @@ fn restore(f: &Fixture) {
 
 fn apply_cmd(env: &Env) -> std::process::Command {
     let mut c = env.cmd();
-    c.args(["apply", "m", "--auto-approve", "--allow-large", "--actor", ADMIN])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    c.args([
+        "apply",
+        "m",
+        "--auto-approve",
+        "--allow-large",
+        "--actor",
+        ADMIN,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     c
 }
 
@@ -55,11 +66,17 @@ fn fixture() -> Fixture {
     env.import(&bulk_directory());
     env.write(
         "m/bulk.yaml",
-        &manifest("bulk", "  - group: bulk\n    revoke-sessions-before: 2026-11-01\n    app-passwords: none\n"),
+        &manifest(
+            "bulk",
+            "  - group: bulk\n    revoke-sessions-before: 2026-11-01\n    app-passwords: none\n",
+        ),
     );
     let before = env.export();
     let before_db = env.path("before.db");
-    assert!(!store_files(&env.store)[1].exists(), "no WAL left behind by a finished command");
+    assert!(
+        !store_files(&env.store)[1].exists(),
+        "no WAL left behind by a finished command"
+    );
     std::fs::copy(&env.store, &before_db).unwrap();
     let start = Instant::now();
     let status = apply_cmd(&env).status().unwrap();
@@ -67,7 +84,13 @@ fn fixture() -> Fixture {
     assert!(status.success());
     let after = env.export();
     assert_ne!(before, after);
-    Fixture { env, before_db, before, after, duration }
+    Fixture {
+        env,
+        before_db,
+        before,
+        after,
+        duration,
+    }
 }
 
 /// What every interrupted apply must leave: an intact file, before or after, a matching audit log,
@@ -75,7 +98,9 @@ fn fixture() -> Fixture {
 fn check(f: &Fixture, label: &str) -> &'static str {
     {
         let db = rusqlite::Connection::open(&f.env.store).unwrap();
-        let ok: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let ok: String = db
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(ok, "ok", "{label}: integrity_check");
     }
     let now = f.env.export();
@@ -83,7 +108,10 @@ fn check(f: &Fixture, label: &str) -> &'static str {
         serde_json::from_str(&f.env.ok(&["audit", "--format", "json"]).stdout).unwrap();
     let records = audit.as_array().unwrap().len();
     let state = if now == f.before {
-        assert_eq!(records, 0, "{label}: store as before, but {records} audit records");
+        assert_eq!(
+            records, 0,
+            "{label}: store as before, but {records} audit records"
+        );
         "before"
     } else if now == f.after {
         assert_eq!(records, 2 * USERS, "{label}: store as after, audit records");
@@ -105,12 +133,24 @@ fn killed_and_aborted_applies_leave_the_store_before_or_after() {
     let mut outcomes = Vec::new();
 
     // Deterministic: abort at fixed points inside and around the transaction.
-    for point in ["apply-begin", "apply-mid", "apply-before-commit", "apply-after-commit"] {
+    for point in [
+        "apply-begin",
+        "apply-mid",
+        "apply-before-commit",
+        "apply-after-commit",
+    ] {
         restore(&f);
-        let status = apply_cmd(&f.env).env("MFACTL_FAILPOINT", point).status().unwrap();
+        let status = apply_cmd(&f.env)
+            .env("MFACTL_FAILPOINT", point)
+            .status()
+            .unwrap();
         assert!(!status.success(), "{point}: the process was aborted");
         let state = check(&f, point);
-        let expected = if point == "apply-after-commit" { "after" } else { "before" };
+        let expected = if point == "apply-after-commit" {
+            "after"
+        } else {
+            "before"
+        };
         assert_eq!(state, expected, "{point}");
         outcomes.push((point.to_string(), state));
     }
@@ -127,5 +167,7 @@ fn killed_and_aborted_applies_leave_the_store_before_or_after() {
         outcomes.push((label, state));
     }
     eprintln!("kill points: {outcomes:?}");
-    assert!(outcomes.iter().any(|(_, s)| *s == "before") && outcomes.iter().any(|(_, s)| *s == "after"));
+    assert!(
+        outcomes.iter().any(|(_, s)| *s == "before") && outcomes.iter().any(|(_, s)| *s == "after")
+    );
 }

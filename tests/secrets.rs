@@ -10,7 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 const ADMIN: &str = "gary@contoso.example";
 
 fn passwords_in(file: &std::path::Path) -> Vec<String> {
-    assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600, "{}", file.display());
+    assert_eq!(
+        std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "{}",
+        file.display()
+    );
     std::fs::read_to_string(file)
         .unwrap()
         .lines()
@@ -27,16 +32,44 @@ fn temporary_passwords_appear_only_in_credentials_files() {
     // 1. apply from manifests.
     env.write("m/reset.yaml", &manifest("reset", "  - users: [carol@contoso.example, henry@contoso.example]\n    reset-password-before: 2026-11-29T00:00:00Z\n"));
     for f in ["text", "json", "markdown"] {
-        record(f, &env.ok(&["plan", "m", "--format", f, "--diff", "--actor", ADMIN]));
+        record(
+            f,
+            &env.ok(&["plan", "m", "--format", f, "--diff", "--actor", ADMIN]),
+        );
     }
-    record("apply", &env.ok(&["apply", "m", "--auto-approve", "--actor", ADMIN, "--credentials-out", "one.tsv"]));
+    record(
+        "apply",
+        &env.ok(&[
+            "apply",
+            "m",
+            "--auto-approve",
+            "--actor",
+            ADMIN,
+            "--credentials-out",
+            "one.tsv",
+        ]),
+    );
     let mut passwords = passwords_in(&env.path("one.tsv"));
     assert_eq!(passwords.len(), 2);
 
     // 2. a saved plan, applied.
     env.write("m/reset.yaml", &manifest("reset", "  - users: [carol@contoso.example, henry@contoso.example]\n    reset-password-before: 2026-11-30T12:01:00Z\n"));
-    record("plan --out", &env.ok(&["plan", "m", "--out", "saved.json", "--actor", ADMIN]));
-    record("apply --plan", &env.ok(&["apply", "--plan", "saved.json", "--actor", ADMIN, "--credentials-out", "two.tsv"]));
+    record(
+        "plan --out",
+        &env.ok(&["plan", "m", "--out", "saved.json", "--actor", ADMIN]),
+    );
+    record(
+        "apply --plan",
+        &env.ok(&[
+            "apply",
+            "--plan",
+            "saved.json",
+            "--actor",
+            ADMIN,
+            "--credentials-out",
+            "two.tsv",
+        ]),
+    );
     passwords.extend(passwords_in(&env.path("two.tsv")));
 
     // 3. the daemon, once (within the allowed skew, so the temporary passwords count as set at T).
@@ -44,7 +77,17 @@ fn temporary_passwords_appear_only_in_credentials_files() {
     std::fs::create_dir(env.path("creds")).unwrap();
     for (format, t) in [("text", "12:02"), ("json", "12:03")] {
         env.write("m/reset.yaml", &manifest("reset", &format!("  - users: [carol@contoso.example, henry@contoso.example]\n    reset-password-before: 2026-11-30T{t}:00Z\n")));
-        let o = env.run(&["watch", "m", "--once", "--actor", ADMIN, "--credentials-dir", "creds", "--log-format", format]);
+        let o = env.run(&[
+            "watch",
+            "m",
+            "--once",
+            "--actor",
+            ADMIN,
+            "--credentials-dir",
+            "creds",
+            "--log-format",
+            format,
+        ]);
         assert_eq!(o.code, 0, "{}", o.all());
         record("watch --once", &o);
     }
@@ -65,7 +108,10 @@ fn temporary_passwords_appear_only_in_credentials_files() {
         let o = env.ok(&args);
         record(&args.join(" "), &o);
     }
-    seen.push(("saved.json".into(), std::fs::read_to_string(env.path("saved.json")).unwrap()));
+    seen.push((
+        "saved.json".into(),
+        std::fs::read_to_string(env.path("saved.json")).unwrap(),
+    ));
     let mut bytes = Vec::new();
     for f in ["mfactl.db", "mfactl.db-wal"] {
         if let Ok(b) = std::fs::read(env.path(f)) {
@@ -75,9 +121,15 @@ fn temporary_passwords_appear_only_in_credentials_files() {
     for pw in &passwords {
         assert!(pw.len() >= 16);
         for (label, text) in &seen {
-            assert!(!text.contains(pw.as_str()), "a temporary password leaked into {label}");
+            assert!(
+                !text.contains(pw.as_str()),
+                "a temporary password leaked into {label}"
+            );
         }
-        assert!(!bytes.windows(pw.len()).any(|w| w == pw.as_bytes()), "a temporary password is in the store file");
+        assert!(
+            !bytes.windows(pw.len()).any(|w| w == pw.as_bytes()),
+            "a temporary password is in the store file"
+        );
     }
     // Each was distinct: a CSPRNG, not a constant.
     let mut unique = passwords.clone();

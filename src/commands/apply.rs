@@ -3,7 +3,7 @@
 //! The plan is recomputed under the write lock, so what is applied is exactly what the store held
 //! at that moment; on a terminal, the plan the user approved must still be that plan.
 
-use super::{compute_plan, manifests, out, Ctx, Loaded};
+use super::{compute_plan, manifests, out_with, Ctx, Loaded};
 use crate::error::{CmdResult, Exit, Failure};
 use crate::model::{key_of, Action, Secret};
 use crate::plan::Plan;
@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     let mut st = ctx.open_store()?;
     let preview = if interactive {
         let (plan, _) = compute_plan(st.conn(), st.path(), &input, &policy, Some(&actor), ctx.now)?;
-        out(&render::text::plan(&plan, ctx.style));
+        out_with(|w| render::text::write_plan(w, &plan, ctx.style));
         if plan.is_empty() {
             return Ok(Exit::Ok);
         }
@@ -93,7 +93,7 @@ pub fn execute(
             ))
         }
         Some(_) => {}
-        None => out(&render::text::plan(&plan, ctx.style)),
+        None => out_with(|w| render::text::write_plan(w, &plan, ctx.style)),
     }
     commit_plan(ctx, tx, &path, &plan, policy, actor, opts)
 }
@@ -169,7 +169,7 @@ pub fn run_saved(ctx: &Ctx, file: &Path, opts: &Options) -> CmdResult {
         changes,
         skipped: Vec::new(),
     };
-    out(&render::text::plan(&plan, ctx.style));
+    out_with(|w| render::text::write_plan(w, &plan, ctx.style));
     commit_plan(ctx, tx, &path, &plan, &policy, &actor, opts)
 }
 
@@ -199,6 +199,21 @@ pub fn apply_locked(
     now: crate::model::Timestamp,
     opts: &Options,
 ) -> Result<Option<Applied>, Failure> {
+    apply_locked_with(tx, path, plan, policy, actor, now, opts, &mut |_, _| {})
+}
+
+/// [`apply_locked`], reporting the writes' progress to `progress(done, total)`.
+#[allow(clippy::too_many_arguments)]
+fn apply_locked_with(
+    tx: rusqlite::Transaction<'_>,
+    path: &Path,
+    plan: &Plan,
+    policy: &Policy,
+    actor: &str,
+    now: crate::model::Timestamp,
+    opts: &Options,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Applied>, Failure> {
     if plan.is_empty() {
         return Ok(None);
     }
@@ -214,19 +229,36 @@ pub fn apply_locked(
         (Some(file), false) => {
             let issued: Vec<(&str, Secret)> = resets.iter().map(|u| (*u, new_password())).collect();
             for (u, pw) in &issued {
-                secrets.insert(key_of(u), ResetSecret { hash: hash_password(pw)? });
+                secrets.insert(
+                    key_of(u),
+                    ResetSecret {
+                        hash: hash_password(pw)?,
+                    },
+                );
             }
             write_credentials(file, &issued)?;
             Some((file.clone(), issued.len()))
         }
         _ => None,
     };
-    let committed = store::apply_plan(&tx, path, plan, actor, now, &secrets, opts.accept_broken_audit)
-        .and_then(|rev| store::commit(tx, path).map(|_| rev));
+    let committed = store::apply_plan_with_progress(
+        &tx,
+        path,
+        plan,
+        actor,
+        now,
+        &secrets,
+        opts.accept_broken_audit,
+        progress,
+    )
+    .and_then(|rev| store::commit(tx, path).map(|_| rev));
     match committed {
         Ok(revision) => {
             store::failpoint("apply-after-commit");
-            Ok(Some(Applied { revision, credentials: creds }))
+            Ok(Some(Applied {
+                revision,
+                credentials: creds,
+            }))
         }
         Err(e) => {
             if let Some((f, _)) = &creds {
@@ -246,7 +278,12 @@ fn commit_plan(
     actor: &str,
     opts: &Options,
 ) -> CmdResult {
-    let Some(applied) = apply_locked(tx, path, plan, policy, actor, ctx.now, opts)? else {
+    let mut bar = super::Progress::new(ctx, "applying changes");
+    let applied = apply_locked_with(tx, path, plan, policy, actor, ctx.now, opts, &mut |d, t| {
+        bar.update(d, t)
+    });
+    drop(bar);
+    let Some(applied) = applied? else {
         ctx.status("Nothing to apply.");
         return Ok(Exit::Ok);
     };
@@ -293,7 +330,10 @@ fn refuse_denied(plan: &Plan) -> Result<(), Failure> {
     let n = denied.len();
     let mut lines: Vec<String> = denied.into_iter().take(DENIED_LISTED).collect();
     if n > DENIED_LISTED {
-        lines.push(format!("denied: … and {} more (the plan lists them all)", n - DENIED_LISTED));
+        lines.push(format!(
+            "denied: … and {} more (the plan lists them all)",
+            n - DENIED_LISTED
+        ));
     }
     lines.push(format!(
         "error: {n} change{} not allowed for the actor; nothing was applied (remove them from the \
@@ -335,7 +375,11 @@ fn refuse_missing_credentials(plan: &Plan, opts: &Options) -> Result<(), Failure
 }
 
 fn confirm(n: usize) -> Result<bool, Failure> {
-    let what = if n == 1 { "this change".to_string() } else { format!("these {n} changes") };
+    let what = if n == 1 {
+        "this change".to_string()
+    } else {
+        format!("these {n} changes")
+    };
     eprint!("\nApply {what}? Only 'yes' is accepted: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();

@@ -38,7 +38,11 @@ pub fn verify(ctx: &Ctx) -> CmdResult {
         "{} record{}, head {}\n",
         report.records,
         if report.records == 1 { "" } else { "s" },
-        if report.head.is_empty() { "(empty log)" } else { &report.head }
+        if report.head.is_empty() {
+            "(empty log)"
+        } else {
+            &report.head
+        }
     ));
     out(&text);
     if report.intact() && report.breaks.is_empty() {
@@ -48,7 +52,11 @@ pub fn verify(ctx: &Ctx) -> CmdResult {
         ctx.status(&format!(
             "The audit chain verifies; {} earlier break{} acknowledged with --accept-broken-audit.",
             report.breaks.len(),
-            if report.breaks.len() == 1 { " was" } else { "s were" }
+            if report.breaks.len() == 1 {
+                " was"
+            } else {
+                "s were"
+            }
         ));
         Ok(Exit::Ok)
     } else {

@@ -106,6 +106,64 @@ impl Ctx {
     }
 }
 
+/// The progress bar of a long write (apply, import) on stderr: only when stderr is a terminal
+/// and `-q` is not given, and only once the command has run for more than a second, so short
+/// runs and pipelines print nothing. Cleared when dropped.
+pub struct Progress {
+    what: &'static str,
+    started: std::time::Instant,
+    enabled: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(ctx: &Ctx, what: &'static str) -> Progress {
+        Progress {
+            what,
+            started: std::time::Instant::now(),
+            enabled: !ctx.quiet && std::io::stderr().is_terminal(),
+            bar: None,
+        }
+    }
+
+    /// `done` of `total` items written.
+    pub fn update(&mut self, done: usize, total: usize) {
+        if !self.enabled {
+            return;
+        }
+        if self.bar.is_none() {
+            if self.started.elapsed() < Duration::from_secs(1) || done >= total {
+                return;
+            }
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {human_pos}/{human_len} ({eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_message(self.what);
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// The manifests as read and parsed, with the problems parsing found. Checks that need the store
 /// run in [`compute_plan`], which reports these problems together with its own.
 pub struct Loaded {
@@ -126,15 +184,42 @@ pub fn manifests(paths: &[PathBuf]) -> Result<Loaded, Failure> {
 }
 
 pub fn parse_all(files: &[SourceFile]) -> (Vec<Manifest>, Vec<manifest::Problem>) {
+    // Files parse independently: with more than a few megabytes of them, a second thread parses
+    // the second half of the list (by size). Results are joined in file order either way.
+    let total: usize = files.iter().map(|f| f.text.len()).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parallel = total >= PARALLEL_PARSE_BYTES && threads >= 2 && files.len() >= 2;
+    let parsed: Vec<(Vec<Manifest>, Vec<manifest::Problem>)> = if !parallel {
+        files.iter().map(manifest::parse_file).collect()
+    } else {
+        let mut split = 0;
+        let mut seen = 0;
+        while split < files.len() - 1 && seen + files[split].text.len() / 2 < total / 2 {
+            seen += files[split].text.len();
+            split += 1;
+        }
+        let (first, second) = files.split_at(split.max(1));
+        std::thread::scope(|s| {
+            let later = s.spawn(|| second.iter().map(manifest::parse_file).collect::<Vec<_>>());
+            let mut parsed: Vec<_> = first.iter().map(manifest::parse_file).collect();
+            match later.join() {
+                Ok(rest) => parsed.extend(rest),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            parsed
+        })
+    };
     let mut ms = Vec::new();
     let mut problems = Vec::new();
-    for f in files {
-        let (m, p) = manifest::parse_file(f);
+    for (m, p) in parsed {
         ms.extend(m);
         problems.extend(p);
     }
     (ms, problems)
 }
+
+/// Below this many bytes of manifests, a second parsing thread costs more than it saves.
+const PARALLEL_PARSE_BYTES: usize = 1 << 20;
 
 /// The failure for invalid manifests: every problem, then a one-line verdict.
 pub fn invalid(located: Vec<manifest::Located>) -> Failure {
@@ -159,6 +244,7 @@ pub fn compute_plan(
 ) -> Result<(Plan, crate::plan::Actual), Failure> {
     let needs = crate::plan::needs(&input.manifests);
     let actual = crate::store::load(conn, store_path, &needs, actor)?;
+    drop(needs); // 100,000 keys need not outlive the load: the plan's peak memory comes next
     let who = crate::store::load_actor(&actual, actor);
     let mut problems = input.problems.clone();
     match crate::plan::plan(&input.manifests, &actual, policy, &who, now) {
@@ -189,12 +275,46 @@ pub fn random_id() -> String {
 pub fn out(s: &str) {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(s.as_bytes()).and_then(|_| stdout.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("error: writing to stdout: {}", sources::io_reason(&e));
-        std::process::exit(1);
+        stdout_failed(e);
     }
+}
+
+/// Streams text to stdout through a buffer, as [`out`] writes it but without first building the
+/// whole text: large plans and exports are written piece by piece.
+pub fn out_with(write: impl FnOnce(&mut dyn std::fmt::Write) -> std::fmt::Result) {
+    struct Sink<W: Write> {
+        w: W,
+        failed: Option<std::io::Error>,
+    }
+    impl<W: Write> std::fmt::Write for Sink<W> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.w.write_all(s.as_bytes()).map_err(|e| {
+                self.failed = Some(e);
+                std::fmt::Error
+            })
+        }
+    }
+    let mut sink = Sink {
+        w: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
+        failed: None,
+    };
+    let written = write(&mut sink);
+    let result = match (written, sink.failed.take()) {
+        (_, Some(e)) => Err(e),
+        (Err(_), None) => Err(std::io::Error::other("formatting failed")),
+        (Ok(()), None) => sink.w.flush(),
+    };
+    if let Err(e) = result {
+        stdout_failed(e);
+    }
+}
+
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to stdout: {}", sources::io_reason(&e));
+    std::process::exit(1);
 }
 
 /// Runs one parsed command line.
@@ -233,8 +353,12 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             credentials_out,
             accept_broken_audit,
         } => {
-            let opts =
-                apply::Options { auto_approve, allow_large, credentials_out, accept_broken_audit };
+            let opts = apply::Options {
+                auto_approve,
+                allow_large,
+                credentials_out,
+                accept_broken_audit,
+            };
             match plan {
                 Some(file) => apply::run_saved(&ctx, &file, &opts),
                 None => apply::run(&ctx, &paths, &opts),
@@ -252,10 +376,16 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             out(&String::from_utf8_lossy(&buf));
             Ok(Exit::Ok)
         }
-        Command::Audit { verify: Some(crate::cli::AuditCommand::Verify), .. } => audit::verify(&ctx),
-        Command::Audit { verify: None, user, since, format } => {
-            audit::run(&ctx, user.as_deref(), since.as_deref(), format)
-        }
+        Command::Audit {
+            verify: Some(crate::cli::AuditCommand::Verify),
+            ..
+        } => audit::verify(&ctx),
+        Command::Audit {
+            verify: None,
+            user,
+            since,
+            format,
+        } => audit::run(&ctx, user.as_deref(), since.as_deref(), format),
         Command::Store(StoreCommand::Import { file }) => store::import(&ctx, &file),
         Command::Store(StoreCommand::Export) => store::export(&ctx),
         Command::Watch {

@@ -1,16 +1,19 @@
 //! `mfactl store import FILE` / `mfactl store export`.
 
-use super::{out, Ctx};
+use super::{out_with, Ctx};
 use crate::error::{CmdResult, Exit, Failure};
+use crate::model::{Group, Timestamp, User};
 use crate::sources;
 use crate::store::{self, Store};
 use std::path::Path;
 
 pub fn import(ctx: &Ctx, file: &Path) -> CmdResult {
+    let mut progress = super::Progress::new(ctx, "importing users");
     let name = file.display().to_string();
     let text = read_capped(file)?;
     let mut st = ctx.open_store()?;
-    let (g, u, rev) = import_text(&mut st, &name, &text)?;
+    let (g, u, rev) = import_text_with(&mut st, &name, &text, &mut |d, t| progress.update(d, t))?;
+    drop(progress);
     ctx.status(&format!(
         "Imported {u} users and {g} groups from {name}; store revision {rev}."
     ));
@@ -19,12 +22,24 @@ pub fn import(ctx: &Ctx, file: &Path) -> CmdResult {
 
 /// Parses and imports a directory document; shared with `init --demo` and `demo`.
 pub fn import_text(st: &mut Store, name: &str, text: &str) -> Result<(usize, usize, i64), Failure> {
+    import_text_with(st, name, text, &mut |_, _| {})
+}
+
+fn import_text_with(
+    st: &mut Store,
+    name: &str,
+    text: &str,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(usize, usize, i64), Failure> {
     let dir = store::directory_parse(name, text).map_err(|lines| {
         let mut lines = lines;
         lines.push("error: nothing was imported".into());
         Failure::many(Exit::Error, lines)
     })?;
-    Ok(store::import(st, name, &dir)?)
+    let imported = store::import_with_progress(st, name, &dir, progress)?;
+    // The process ends soon: freeing every parsed user one by one would only add to the wall time.
+    std::mem::forget(dir);
+    Ok(imported)
 }
 
 pub fn read_capped(file: &Path) -> Result<String, Failure> {
@@ -47,11 +62,445 @@ pub fn read_capped(file: &Path) -> Result<String, Failure> {
 
 pub fn export(ctx: &Ctx) -> CmdResult {
     let st = ctx.open_store()?;
-    let dir = store::export(&st)?;
-    out(&to_yaml(&dir)?);
-    Ok(Exit::Ok)
+    // Streamed a batch at a time, so a million users are never all in memory, nor their YAML;
+    // a second thread turns each batch into text while this one reads the next from SQLite.
+    let mut failure: Option<Failure> = None;
+    out_with(|w| {
+        std::thread::scope(|scope| {
+            let (batches, to_format) = std::sync::mpsc::sync_channel::<Vec<User>>(1);
+            type Formatted = (Result<String, Stop>, Vec<User>);
+            let (texts, formatted) = std::sync::mpsc::sync_channel::<Formatted>(1);
+            scope.spawn(move || {
+                for users in to_format {
+                    let mut text = String::with_capacity(users.len() * 800);
+                    let done = users.iter().try_for_each(|u| write_user(&mut text, u));
+                    // The users go back to be freed by the thread that allocated them: glibc's
+                    // malloc is much slower when threads free each other's small blocks.
+                    if texts.send((done.map(|_| text), users)).is_err() {
+                        return;
+                    }
+                }
+            });
+            let (mut wrote_users, mut in_flight, mut write_failed) = (false, 0usize, false);
+            let stopped = |e: Stop, failure: &mut Option<Failure>, write_failed: &mut bool| match e
+            {
+                Stop::Write => *write_failed = true,
+                Stop::Fail(f) => *failure = Some(f),
+            };
+            // Writes formatted batches until at most `keep` are still being formatted.
+            let drain = |keep: usize, in_flight: &mut usize, w: &mut dyn std::fmt::Write| {
+                while *in_flight > keep {
+                    *in_flight -= 1;
+                    match formatted.recv() {
+                        Ok((Ok(text), _)) => w.write_str(&text).map_err(Stop::from)?,
+                        Ok((Err(e), _)) => return Err(e),
+                        Err(_) => {
+                            return Err(Stop::Fail(Failure::error("export: the formatter stopped")))
+                        }
+                    }
+                }
+                Ok(())
+            };
+            let read = store::export_with(&st, store::EXPORT_BATCH, &mut |part| {
+                let written = match part {
+                    store::ExportPart::Groups(groups) => write_groups(w, &groups),
+                    store::ExportPart::Users(users) => {
+                        let head = if wrote_users {
+                            Ok(())
+                        } else {
+                            w.write_str("users:\n").map_err(Stop::from)
+                        };
+                        wrote_users = true;
+                        in_flight += 1;
+                        head.and_then(|_| {
+                            batches.send(users).map_err(|_| {
+                                Stop::Fail(Failure::error("export: the formatter stopped"))
+                            })
+                        })
+                        .and_then(|_| drain(1, &mut in_flight, w))
+                    }
+                };
+                match written {
+                    Ok(()) => true,
+                    Err(e) => {
+                        stopped(e, &mut failure, &mut write_failed);
+                        false
+                    }
+                }
+            });
+            drop(batches);
+            if let Err(e) = read {
+                failure = Some(e.into());
+            } else if failure.is_none() && !write_failed {
+                if let Err(e) = drain(0, &mut in_flight, w) {
+                    stopped(e, &mut failure, &mut write_failed);
+                }
+            }
+            if write_failed {
+                return Err(std::fmt::Error); // out_with reports what stdout said
+            }
+            if failure.is_none() && !wrote_users {
+                w.write_str("users: []\n")?;
+            }
+            Ok(())
+        })
+    });
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(Exit::Ok),
+    }
+}
+
+/// Why writing the export stopped.
+enum Stop {
+    /// stdout refused the bytes.
+    Write,
+    Fail(Failure),
+}
+
+impl From<std::fmt::Error> for Stop {
+    fn from(_: std::fmt::Error) -> Stop {
+        Stop::Write
+    }
+}
+
+/// The directory format's `groups:` section, exactly as `to_yaml` of a `Directory` writes it.
+fn write_groups(w: &mut dyn std::fmt::Write, groups: &[Group]) -> Result<(), Stop> {
+    if groups.is_empty() {
+        return Ok(w.write_str("groups: []\n")?);
+    }
+    w.write_str("groups:\n")?;
+    for g in groups {
+        if plain(&g.name) {
+            w.write_str("- name: ")?;
+            w.write_str(&g.name)?;
+            w.write_str(if g.role_assignable {
+                "\n  role-assignable: true\n"
+            } else {
+                "\n"
+            })?;
+        } else {
+            w.write_str(&to_yaml(&[g]).map_err(Stop::Fail)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// One user as an item of the `users:` list, byte for byte what serde_yaml writes for it
+/// (the tests below compare the two). serde_yaml is slow (under 20 MB/s here), so users whose
+/// strings and times all print as plain scalars are written directly; any other user goes
+/// through serde_yaml as a one-item list, which it prints exactly as an item of the whole list.
+fn write_user(w: &mut dyn std::fmt::Write, u: &User) -> Result<(), Stop> {
+    let mut buf = String::with_capacity(768);
+    if fast_user(&mut buf, u).is_none() {
+        buf = to_yaml(&[u]).map_err(Stop::Fail)?;
+    }
+    Ok(w.write_str(&buf)?)
+}
+
+/// `None` when some value of `u` needs quoting or escaping (then serde_yaml writes it).
+fn fast_user(out: &mut String, u: &User) -> Option<()> {
+    // `prefix value\n`, when the value prints plain.
+    fn text(out: &mut String, prefix: &str, value: &str) -> Option<()> {
+        plain(value).then_some(())?;
+        out.push_str(prefix);
+        out.push_str(value);
+        out.push('\n');
+        Some(())
+    }
+    fn time(out: &mut String, prefix: &str, t: Option<Timestamp>) -> Option<()> {
+        out.push_str(prefix);
+        match t {
+            None => out.push_str("null"),
+            // `YYYY-MM-DDTHH:MM:SSZ` with a four-digit year prints plain (`@secs` would not).
+            Some(t) => out.push_str(std::str::from_utf8(&crate::render::text::rfc3339(t)?).ok()?),
+        }
+        out.push('\n');
+        Some(())
+    }
+    fn flag(out: &mut String, prefix: &str, b: bool) {
+        out.push_str(prefix);
+        out.push_str(if b { "true\n" } else { "false\n" });
+    }
+    fn list(out: &mut String, key: &str, items: &[String]) -> Option<()> {
+        out.push_str(key);
+        if items.is_empty() {
+            out.push_str(" []\n");
+            return Some(());
+        }
+        out.push('\n');
+        items.iter().try_for_each(|i| text(out, "  - ", i))
+    }
+    // `KEY []`, or `KEY` and per object its fields, the first after `  - `.
+    fn objects<T>(
+        out: &mut String,
+        key: &str,
+        items: &[T],
+        each: impl Fn(&mut String, &T) -> Option<()>,
+    ) -> Option<()> {
+        out.push_str(key);
+        if items.is_empty() {
+            out.push_str(" []\n");
+            return Some(());
+        }
+        out.push('\n');
+        items.iter().try_for_each(|i| each(out, i))
+    }
+    text(out, "- id: ", &u.id)?;
+    text(out, "  display-name: ", &u.display_name)?;
+    flag(out, "  enabled: ", u.enabled);
+    list(out, "  roles:", &u.roles)?;
+    list(out, "  groups:", &u.groups)?;
+    time(out, "  password-set-at: ", u.password_set_at)?;
+    flag(out, "  must-change-password: ", u.must_change_password);
+    time(
+        out,
+        "  registration-valid-from: ",
+        u.registration_valid_from,
+    )?;
+    time(out, "  sessions-valid-from: ", u.sessions_valid_from)?;
+    time(out, "  devices-valid-from: ", u.devices_valid_from)?;
+    objects(out, "  methods:", &u.methods, |out, m| {
+        text(out, "  - id: ", &m.id)?;
+        text(out, "    kind: ", &m.kind)?;
+        time(out, "    registered-at: ", Some(m.registered_at))
+    })?;
+    objects(out, "  sessions:", &u.sessions, |out, s| {
+        text(out, "  - id: ", &s.id)?;
+        time(out, "    issued-at: ", Some(s.issued_at))
+    })?;
+    objects(out, "  trusted-devices:", &u.trusted_devices, |out, d| {
+        text(out, "  - id: ", &d.id)?;
+        text(out, "    name: ", &d.name)?;
+        time(out, "    remembered-at: ", Some(d.remembered_at))
+    })?;
+    objects(out, "  app-passwords:", &u.app_passwords, |out, a| {
+        text(out, "  - id: ", &a.id)?;
+        text(out, "    name: ", &a.name)?;
+        time(out, "    created-at: ", Some(a.created_at))
+    })
+}
+
+/// Whether serde_yaml prints `s` as a plain scalar, as is: a conservative subset of what it
+/// does (letters, digits, `@ . - _` and inner spaces, starting with a letter, and not one of
+/// the words it quotes because they would read back as null or a boolean).
+fn plain(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.first().is_some_and(u8::is_ascii_alphabetic)
+        && b.last() != Some(&b' ')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'@' | b'.' | b'-' | b'_' | b' '))
+        && !matches!(
+            s,
+            "null" | "Null" | "NULL" | "true" | "True" | "TRUE" | "false" | "False" | "FALSE"
+        )
 }
 
 pub fn to_yaml<T: serde::Serialize>(v: &T) -> Result<String, Failure> {
     serde_yaml::to_string(v).map_err(|e| Failure::error(format!("cannot render YAML: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AppPassword, Device, Directory, Method, Session};
+    use proptest::prelude::*;
+
+    /// The streaming writer, as `store export` uses it, for a whole directory.
+    fn streamed(dir: &Directory) -> String {
+        let mut out = String::new();
+        assert!(write_groups(&mut out, &dir.groups).is_ok());
+        if dir.users.is_empty() {
+            out.push_str("users: []\n");
+        } else {
+            out.push_str("users:\n");
+            for u in &dir.users {
+                assert!(write_user(&mut out, u).is_ok());
+            }
+        }
+        out
+    }
+
+    /// Mostly strings that print plain, so that whole users take the fast path, and now and then
+    /// one that serde_yaml must quote, escape or fold.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => "[a-z][a-z0-9.@_-]{0,12}",
+            4 => "[A-Za-z][A-Za-z0-9 ]{0,20}",
+            1 => awkward(),
+        ]
+    }
+
+    fn awkward() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            prop::sample::select(vec![
+                "null",
+                "Null",
+                "true",
+                "FALSE",
+                "yes",
+                "no",
+                "on",
+                "~",
+                "inf",
+                "nan",
+                "NaN",
+                "infinity",
+                "123",
+                "0123",
+                "1e5",
+                "0x1f",
+                "-1",
+                "+1",
+                ".inf",
+                "a: b",
+                "a #b",
+                "#x",
+                "- x",
+                "x ",
+                " x",
+                "a  b",
+                "@x",
+                "`x",
+                "'x'",
+                "\"x\"",
+                "a\nb",
+                "a\tb",
+                "\u{1b}[31m",
+                "é",
+                "日本",
+                "x,y",
+                "[x]",
+                "{x}",
+                "a:b",
+                "%x",
+                "!x",
+                "&x",
+                "*x",
+                "|x",
+                ">x",
+                "?x",
+                "x?",
+                "-",
+                ".",
+                "_x",
+                "a_b",
+                "A1",
+            ])
+            .prop_map(str::to_string),
+            "\\PC{0,8}",
+            "[ -~]{0,10}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+        #[test]
+        fn what_plain_accepts_serde_yaml_prints_as_is(s in prop_oneof![awkward(), "[a-zA-Z0-9 @._:#-]{1,12}"]) {
+            if plain(&s) {
+                prop_assert_eq!(to_yaml(&s).unwrap(), format!("{s}\n"));
+            }
+        }
+    }
+
+    fn time() -> impl Strategy<Value = Timestamp> {
+        prop_oneof![
+            (0i64..4_000_000_000).prop_map(Timestamp::from_unix),
+            Just(Timestamp::from_unix(-70_000_000_000)),
+            Just(Timestamp::from_unix(i64::MAX)),
+        ]
+    }
+
+    fn user() -> impl Strategy<Value = User> {
+        (
+            (
+                text(),
+                text(),
+                any::<bool>(),
+                prop::collection::vec(text(), 0..3),
+                prop::collection::vec(text(), 0..3),
+            ),
+            (
+                prop::option::of(time()),
+                any::<bool>(),
+                prop::option::of(time()),
+                prop::option::of(time()),
+                prop::option::of(time()),
+            ),
+            prop::collection::vec((text(), text(), time()), 0..3),
+            prop::collection::vec((text(), time()), 0..3),
+            prop::collection::vec((text(), text(), time()), 0..2),
+            prop::collection::vec((text(), text(), time()), 0..2),
+        )
+            .prop_map(
+                |((id, display_name, enabled, roles, groups), (p, m, r, s, d), ms, ss, ds, aps)| {
+                    User {
+                        id,
+                        display_name,
+                        enabled,
+                        roles,
+                        groups,
+                        password_set_at: p,
+                        must_change_password: m,
+                        registration_valid_from: r,
+                        sessions_valid_from: s,
+                        devices_valid_from: d,
+                        methods: ms
+                            .into_iter()
+                            .map(|(id, kind, registered_at)| Method {
+                                id,
+                                kind,
+                                registered_at,
+                            })
+                            .collect(),
+                        sessions: ss
+                            .into_iter()
+                            .map(|(id, issued_at)| Session { id, issued_at })
+                            .collect(),
+                        trusted_devices: ds
+                            .into_iter()
+                            .map(|(id, name, remembered_at)| Device {
+                                id,
+                                name,
+                                remembered_at,
+                            })
+                            .collect(),
+                        app_passwords: aps
+                            .into_iter()
+                            .map(|(id, name, created_at)| AppPassword {
+                                id,
+                                name,
+                                created_at,
+                            })
+                            .collect(),
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn streamed_export_is_byte_for_byte_serde_yaml(
+            users in prop::collection::vec(user(), 0..4),
+            groups in prop::collection::vec((text(), any::<bool>()), 0..3),
+        ) {
+            let dir = Directory {
+                groups: groups.into_iter().map(|(name, role_assignable)| Group { name, role_assignable }).collect(),
+                users,
+            };
+            prop_assert_eq!(streamed(&dir), to_yaml(&dir).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_example_directory_exports_as_serde_yaml_writes_it() {
+        let dir = store::directory_parse("d", crate::commands::demo::DIRECTORY).unwrap();
+        assert_eq!(streamed(&dir), to_yaml(&dir).unwrap());
+        assert!(dir
+            .users
+            .iter()
+            .all(|u| fast_user(&mut String::new(), u).is_some()));
+    }
 }

@@ -28,7 +28,14 @@ pub fn check_nesting(text: &str) -> Result<(), (usize, usize, String)> {
             if c == ' ' {
                 indent += 1;
                 if indent > MAX_DEPTH * 8 {
-                    return Err((line, col, format!("indented deeper than {} columns; refusing to parse", MAX_DEPTH * 8)));
+                    return Err((
+                        line,
+                        col,
+                        format!(
+                            "indented deeper than {} columns; refusing to parse",
+                            MAX_DEPTH * 8
+                        ),
+                    ));
                 }
                 prev = c;
                 continue;
@@ -65,7 +72,11 @@ pub fn check_nesting(text: &str) -> Result<(), (usize, usize, String)> {
             '[' | '{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return Err((line, col, format!("nested deeper than {MAX_DEPTH} levels; refusing to parse")));
+                    return Err((
+                        line,
+                        col,
+                        format!("nested deeper than {MAX_DEPTH} levels; refusing to parse"),
+                    ));
                 }
             }
             ']' | '}' => depth = depth.saturating_sub(1),
@@ -85,6 +96,11 @@ mod tests {
         assert!(check_nesting("a: [1, [2, {b: \"[[[[\"}]]  # [[[[\n").is_ok());
         let deep = format!("spec: {}", "[".repeat(MAX_DEPTH + 1));
         assert_eq!(check_nesting(&deep).unwrap_err().0, 1);
-        assert!(check_nesting(&format!("x: {}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH))).is_ok());
+        assert!(check_nesting(&format!(
+            "x: {}{}",
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        ))
+        .is_ok());
     }
 }

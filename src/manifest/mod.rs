@@ -200,7 +200,10 @@ struct RawManifest {
 }
 
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `name` (and optionally `description`)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `name` (and optionally `description`)"
+)]
 struct Metadata {
     /// Unique across all manifests loaded together; named in plans as a change's source.
     #[schemars(length(min = 1))]
@@ -360,7 +363,11 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
     };
     let text = file.text.strip_prefix('\u{feff}').unwrap_or(&file.text);
     if let Err((line, col, message)) = guard::check_nesting(text) {
-        problems.push(Problem { file: file.path.clone(), at: Where::At { line, col }, message });
+        problems.push(Problem {
+            file: file.path.clone(),
+            at: Where::At { line, col },
+            message,
+        });
         return (manifests, problems);
     }
     let mut last_error = String::new();

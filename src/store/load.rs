@@ -11,6 +11,11 @@ use std::path::Path;
 /// Which users to read.
 pub(crate) enum Scope<'a> {
     All,
+    /// The users whose keys lie between these two, inclusive (export reads the store in batches).
+    Range {
+        first: &'a str,
+        last: &'a str,
+    },
     /// These keys, plus every member of these groups.
     Keys {
         users: &'a [String],
@@ -83,146 +88,267 @@ pub(crate) fn load_users(
     scope: Scope,
 ) -> Result<BTreeMap<String, User>> {
     let e = |e| map_err(path, "read users", e);
-    let join = match scope {
-        Scope::All => "",
+    // One read transaction (a savepoint nests inside apply's): the queries see one snapshot, and
+    // filling `want` is one temp-table transaction instead of one per key.
+    conn.execute_batch("SAVEPOINT mfactl_load").map_err(e)?;
+    let loaded = read_users(conn, scope).map_err(e);
+    let end = if loaded.is_ok() {
+        "RELEASE mfactl_load"
+    } else {
+        "ROLLBACK TO mfactl_load; RELEASE mfactl_load"
+    };
+    let ended = conn.execute_batch(end).map_err(e);
+    let users = loaded?;
+    ended?;
+    Ok(users)
+}
+
+/// The users of `scope` with every child row. With a key list, the wanted keys drive each query
+/// (`CROSS JOIN` keeps `want` the outer loop, so each user costs a primary-key seek and the cost
+/// follows the users wanted, not the size of the store); rows then arrive grouped by user in key
+/// order and are matched to their user without a per-row allocation or map lookup.
+/// `FROM … WHERE …` of every query: a table alone, a key range of it, or the table driven by
+/// the wanted keys (`CROSS JOIN` keeps `want` the outer loop, so each user costs a primary-key
+/// seek and the cost follows the users wanted, not the size of the store).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    keyed: bool,
+    range: Option<[&'a str; 2]>,
+}
+
+impl Source<'_> {
+    /// `join` goes between the table and the condition.
+    fn from(&self, table: &str, join: &str) -> String {
+        let key = if table == "users" { "key" } else { "user_key" };
+        if self.keyed {
+            format!("FROM temp.want w CROSS JOIN {table} c ON c.{key} = w.key{join}")
+        } else if self.range.is_some() {
+            format!("FROM {table} c{join} WHERE c.{key} BETWEEN ?1 AND ?2")
+        } else {
+            format!("FROM {table} c{join}")
+        }
+    }
+
+    fn params(&self) -> Vec<&dyn rusqlite::ToSql> {
+        match &self.range {
+            Some([first, last]) => vec![first, last],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Fills this connection's `temp.want` with `keys`.
+fn fill_want<'k>(conn: &Connection, keys: impl Iterator<Item = &'k str>) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS want (key TEXT PRIMARY KEY) WITHOUT ROWID;
+         DELETE FROM temp.want;",
+    )?;
+    let mut ins = conn.prepare_cached("INSERT OR IGNORE INTO temp.want (key) VALUES (?1)")?;
+    for k in keys {
+        ins.execute([k])?;
+    }
+    Ok(())
+}
+
+/// The kinds of child row, each read with one query and pushed onto its user.
+#[derive(Clone, Copy)]
+enum Child {
+    Roles,
+    Groups,
+    Methods,
+    Sessions,
+    Devices,
+    AppPasswords,
+}
+
+const CHILDREN: [Child; 6] = [
+    Child::Roles,
+    Child::Groups,
+    Child::Methods,
+    Child::Sessions,
+    Child::Devices,
+    Child::AppPasswords,
+];
+
+impl Child {
+    /// The table, the columns after `c.user_key`, and a join.
+    fn query(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Child::Roles => ("user_roles", "c.role", ""),
+            Child::Groups => (
+                "memberships",
+                "g.name",
+                " JOIN groups g ON g.key = c.group_key",
+            ),
+            Child::Methods => ("methods", "c.id, c.kind, c.registered_at", ""),
+            Child::Sessions => ("sessions", "c.id, c.issued_at", ""),
+            Child::Devices => ("trusted_devices", "c.id, c.name, c.remembered_at", ""),
+            Child::AppPasswords => ("app_passwords", "c.id, c.name, c.created_at", ""),
+        }
+    }
+
+    fn push(self, u: &mut User, r: &rusqlite::Row) -> rusqlite::Result<()> {
+        let t = |i| r.get::<_, i64>(i).map(Timestamp::from_unix);
+        match self {
+            Child::Roles => u.roles.push(r.get(1)?),
+            Child::Groups => u.groups.push(r.get(1)?),
+            Child::Methods => u.methods.push(Method {
+                id: r.get(1)?,
+                kind: r.get(2)?,
+                registered_at: t(3)?,
+            }),
+            Child::Sessions => u.sessions.push(Session {
+                id: r.get(1)?,
+                issued_at: t(2)?,
+            }),
+            Child::Devices => u.trusted_devices.push(Device {
+                id: r.get(1)?,
+                name: r.get(2)?,
+                remembered_at: t(3)?,
+            }),
+            Child::AppPasswords => u.app_passwords.push(AppPassword {
+                id: r.get(1)?,
+                name: r.get(2)?,
+                created_at: t(3)?,
+            }),
+        }
+        Ok(())
+    }
+}
+
+/// A user with no fields set, to fill in.
+fn empty_user() -> User {
+    User {
+        id: String::new(),
+        display_name: String::new(),
+        enabled: false,
+        roles: Vec::new(),
+        groups: Vec::new(),
+        password_set_at: None,
+        must_change_password: false,
+        registration_valid_from: None,
+        sessions_valid_from: None,
+        devices_valid_from: None,
+        methods: Vec::new(),
+        sessions: Vec::new(),
+        trusted_devices: Vec::new(),
+        app_passwords: Vec::new(),
+    }
+}
+
+/// Reads one kind of child row and pushes each onto `users[i]`, where `keys[i]` is its user's
+/// key: rows arrive grouped by user, so the previous and next keys are tried before a search,
+/// and nothing is allocated per row to find its user.
+fn read_children(
+    conn: &Connection,
+    source: &Source,
+    child: Child,
+    keys: &[String],
+    users: &mut [User],
+) -> rusqlite::Result<()> {
+    let (table, cols, join) = child.query();
+    let sql = format!("SELECT c.user_key, {cols} {}", source.from(table, join));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(source.params().as_slice())?;
+    let mut at = usize::MAX;
+    while let Some(r) = rows.next()? {
+        let key = r.get_ref(0)?.as_str()?;
+        if keys.get(at).is_none_or(|k| k != key) {
+            let next = at.wrapping_add(1);
+            if keys.get(next).is_some_and(|k| k == key) {
+                at = next;
+            } else {
+                match keys.binary_search_by(|k| k.as_str().cmp(key)) {
+                    Ok(i) => at = i,
+                    Err(_) => {
+                        at = usize::MAX;
+                        continue;
+                    }
+                }
+            }
+        }
+        child.push(&mut users[at], r)?;
+    }
+    Ok(())
+}
+
+/// The users of `scope` with every child row, by key.
+fn read_users(conn: &Connection, scope: Scope) -> rusqlite::Result<BTreeMap<String, User>> {
+    let source = match scope {
+        Scope::All => Source {
+            keyed: false,
+            range: None,
+        },
+        Scope::Range { first, last } => Source {
+            keyed: false,
+            range: Some([first, last]),
+        },
         Scope::Keys { users, groups } => {
-            conn.execute_batch(
-                "CREATE TEMP TABLE IF NOT EXISTS want (key TEXT PRIMARY KEY) WITHOUT ROWID;
-                 DELETE FROM temp.want;",
-            )
-            .map_err(e)?;
-            let mut ins = conn
-                .prepare_cached("INSERT OR IGNORE INTO temp.want (key) VALUES (?1)")
-                .map_err(e)?;
-            for k in users {
-                ins.execute([k]).map_err(e)?;
-            }
-            let mut members = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO temp.want (key) SELECT user_key FROM memberships WHERE group_key = ?1",
-                )
-                .map_err(e)?;
+            fill_want(conn, users.iter().map(String::as_str))?;
+            let mut members = conn.prepare_cached(
+                "INSERT OR IGNORE INTO temp.want (key) SELECT user_key FROM memberships WHERE group_key = ?1",
+            )?;
             for g in groups {
-                members.execute([g]).map_err(e)?;
+                members.execute([g])?;
             }
-            "JOIN temp.want w ON w.key = c.user_key"
+            Source {
+                keyed: true,
+                range: None,
+            }
         }
     };
-    let mut users: BTreeMap<String, User> = BTreeMap::new();
+    let mut keys: Vec<String> = Vec::new();
+    let mut users: Vec<User> = Vec::new();
     {
         let sql = format!(
             "SELECT c.key, c.id, c.display_name, c.enabled, c.password_set_at, c.must_change_password,
                     c.registration_valid_from, c.sessions_valid_from, c.devices_valid_from
-             FROM users c {}",
-            join.replace("c.user_key", "c.key")
+             {}",
+            source.from("users", "")
         );
-        let mut stmt = conn.prepare_cached(&sql).map_err(e)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let ts = |v: Option<i64>| v.map(Timestamp::from_unix);
-        let mut rows = stmt.query([]).map_err(e)?;
-        while let Some(r) = rows.next().map_err(e)? {
-            let key: String = r.get(0).map_err(e)?;
-            let user = User {
-                id: r.get(1).map_err(e)?,
-                display_name: r.get(2).map_err(e)?,
-                enabled: r.get(3).map_err(e)?,
-                roles: Vec::new(),
-                groups: Vec::new(),
-                password_set_at: ts(r.get(4).map_err(e)?),
-                must_change_password: r.get(5).map_err(e)?,
-                registration_valid_from: ts(r.get(6).map_err(e)?),
-                sessions_valid_from: ts(r.get(7).map_err(e)?),
-                devices_valid_from: ts(r.get(8).map_err(e)?),
-                methods: Vec::new(),
-                sessions: Vec::new(),
-                trusted_devices: Vec::new(),
-                app_passwords: Vec::new(),
-            };
-            users.insert(key, user);
+        let mut rows = stmt.query(source.params().as_slice())?;
+        while let Some(r) = rows.next()? {
+            keys.push(r.get(0)?);
+            users.push(User {
+                id: r.get(1)?,
+                display_name: r.get(2)?,
+                enabled: r.get(3)?,
+                password_set_at: ts(r.get(4)?),
+                must_change_password: r.get(5)?,
+                registration_valid_from: ts(r.get(6)?),
+                sessions_valid_from: ts(r.get(7)?),
+                devices_valid_from: ts(r.get(8)?),
+                ..empty_user()
+            });
         }
     }
-    // One query per kind of child row; each row is pushed onto its user.
-    let mut each = |sql: &str,
-                    f: &mut dyn FnMut(&mut User, &rusqlite::Row) -> rusqlite::Result<()>|
-     -> Result<()> {
-        let sql = format!("{sql} {join}");
-        let mut stmt = conn.prepare_cached(&sql).map_err(e)?;
-        let mut rows = stmt.query([]).map_err(e)?;
-        while let Some(r) = rows.next().map_err(e)? {
-            let key: String = r.get(0).map_err(e)?;
-            if let Some(u) = users.get_mut(&key) {
-                f(u, r).map_err(e)?;
-            }
-        }
-        Ok(())
-    };
-    let t = |r: &rusqlite::Row, i| r.get::<_, i64>(i).map(Timestamp::from_unix);
-    each(
-        "SELECT c.user_key, c.role FROM user_roles c",
-        &mut |u, r| {
-            u.roles.push(r.get(1)?);
-            Ok(())
-        },
-    )?;
-    each(
-        "SELECT c.user_key, g.name FROM memberships c JOIN groups g ON g.key = c.group_key",
-        &mut |u, r| {
-            u.groups.push(r.get(1)?);
-            Ok(())
-        },
-    )?;
-    each(
-        "SELECT c.user_key, c.id, c.kind, c.registered_at FROM methods c",
-        &mut |u, r| {
-            u.methods.push(Method {
-                id: r.get(1)?,
-                kind: r.get(2)?,
-                registered_at: t(r, 3)?,
-            });
-            Ok(())
-        },
-    )?;
-    each(
-        "SELECT c.user_key, c.id, c.issued_at FROM sessions c",
-        &mut |u, r| {
-            u.sessions.push(Session {
-                id: r.get(1)?,
-                issued_at: t(r, 2)?,
-            });
-            Ok(())
-        },
-    )?;
-    each(
-        "SELECT c.user_key, c.id, c.name, c.remembered_at FROM trusted_devices c",
-        &mut |u, r| {
-            u.trusted_devices.push(Device {
-                id: r.get(1)?,
-                name: r.get(2)?,
-                remembered_at: t(r, 3)?,
-            });
-            Ok(())
-        },
-    )?;
-    each(
-        "SELECT c.user_key, c.id, c.name, c.created_at FROM app_passwords c",
-        &mut |u, r| {
-            u.app_passwords.push(AppPassword {
-                id: r.get(1)?,
-                name: r.get(2)?,
-                created_at: t(r, 3)?,
-            });
-            Ok(())
-        },
-    )?;
-    for u in users.values_mut() {
+    // Both scans return key order; sort anyway if SQLite ever chose otherwise.
+    if !keys.windows(2).all(|w| w[0] < w[1]) {
+        let mut pairs: Vec<(String, User)> = keys.into_iter().zip(users).collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        (keys, users) = pairs.into_iter().unzip();
+    }
+    for child in CHILDREN {
+        read_children(conn, &source, child, &keys, &mut users)?;
+    }
+    for u in &mut users {
         normalize(u);
     }
-    Ok(users)
+    // Keys are sorted and unique, so the map is built in one pass.
+    Ok(keys.into_iter().zip(users).collect())
 }
 
 /// Sorts a user's lists so that every output of the same state is the same bytes.
 pub(crate) fn normalize(u: &mut User) {
     u.roles.sort();
-    u.groups.sort_by_key(|g| key_of(g));
+    // By case-folded name, compared byte by byte without allocating a key per comparison.
+    u.groups.sort_by(|a, b| {
+        a.bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+    });
     u.methods
         .sort_by(|a, b| (a.registered_at, &a.id).cmp(&(b.registered_at, &b.id)));
     u.sessions

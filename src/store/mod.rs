@@ -10,8 +10,11 @@ mod directory;
 mod load;
 mod schema;
 
-pub use apply::{apply_plan, failpoint, plan_applied, ResetSecret};
-pub use directory::{export, import, parse as directory_parse, show};
+pub use apply::{apply_plan, apply_plan_with_progress, failpoint, plan_applied, ResetSecret};
+pub use directory::{
+    export, export_with, import, import_with_progress, parse as directory_parse, show, ExportPart,
+    EXPORT_BATCH,
+};
 pub use load::{load, load_actor};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
@@ -288,18 +291,31 @@ pub(crate) fn read_audit(
     user: Option<&str>,
     since: Option<crate::model::Timestamp>,
 ) -> rusqlite::Result<Vec<crate::model::AuditRecord>> {
-    let mut stmt = conn.prepare(
+    let mut out = Vec::new();
+    each_audit(conn, user, since, &mut |r| out.push(r))?;
+    Ok(out)
+}
+
+/// Streams audit records, oldest first, to `f` without holding the log in memory.
+pub(crate) fn each_audit(
+    conn: &Connection,
+    user: Option<&str>,
+    since: Option<crate::model::Timestamp>,
+    f: &mut dyn FnMut(crate::model::AuditRecord),
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
         "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id, prev_hash, hash
          FROM audit WHERE (?1 IS NULL OR user_key = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY seq",
     )?;
     let key = user.map(crate::model::key_of);
-    let rows = stmt.query_map(rusqlite::params![key, since.map(|t| t.unix())], |r| {
+    let mut rows = stmt.query(rusqlite::params![key, since.map(|t| t.unix())])?;
+    while let Some(r) = rows.next()? {
         let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
             let s: String = r.get(i)?;
             Ok(serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)))
         };
         let sources: serde_json::Value = json(8)?;
-        Ok(crate::model::AuditRecord {
+        f(crate::model::AuditRecord {
             seq: r.get(0)?,
             at: crate::model::Timestamp::from_unix(r.get(1)?),
             actor: r.get(2)?,
@@ -312,17 +328,20 @@ pub(crate) fn read_audit(
             plan_id: r.get(9)?,
             prev_hash: r.get(10)?,
             hash: r.get(11)?,
-        })
-    })?;
-    rows.collect()
+        });
+    }
+    Ok(())
 }
 
 /// Verifies the whole audit chain against the recorded head.
 pub fn verify_audit(conn: &Connection, path: &Path) -> Result<crate::audit::Report> {
     let e = |e| map_err(path, "verify audit log", e);
-    let records = read_audit(conn, None, None).map_err(e)?;
+    let mut verifier = crate::audit::Verifier::default();
+    each_audit(conn, None, None, &mut |r| verifier.push(&r)).map_err(e)?;
     let (hash, count): (String, i64) = conn
-        .query_row("SELECT hash, count FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT hash, count FROM audit_head WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .map_err(e)?;
-    Ok(crate::audit::verify(&records, Some((&hash, count))))
+    Ok(verifier.finish(Some((&hash, count))))
 }
