@@ -121,21 +121,35 @@ pub struct Plan {
     pub skipped: Vec<Skip>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
     pub users: usize,
     pub changes: usize,
     pub denied: usize,
 }
 
-impl Plan {
-    pub fn summary(&self) -> Summary {
-        let users: BTreeSet<&str> = self.changes.iter().map(|c| c.user.as_str()).collect();
+impl Summary {
+    /// The summary of these changes.
+    pub fn of(changes: &[Change]) -> Summary {
+        let users: BTreeSet<&str> = changes.iter().map(|c| c.user.as_str()).collect();
         Summary {
             users: users.len(),
-            changes: self.changes.len(),
-            denied: self.changes.iter().filter(|c| c.is_denied()).count(),
+            changes: changes.len(),
+            denied: changes.iter().filter(|c| c.is_denied()).count(),
         }
+    }
+
+    /// Adds the summary of changes for other users (a later batch of the same plan).
+    pub fn add(&mut self, other: Summary) {
+        self.users += other.users;
+        self.changes += other.changes;
+        self.denied += other.denied;
+    }
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.changes)
     }
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
@@ -283,6 +297,28 @@ pub fn plan(
     if !problems.is_empty() {
         return Err(problems);
     }
+    let (changes, skipped) = plan_users(manifests, actual, policy, actor, now);
+    Ok(Plan {
+        id: String::new(),
+        created_at: now,
+        actor: actor.id().map(str::to_string),
+        store_revision: actual.revision,
+        changes,
+        skipped,
+    })
+}
+
+/// The changes and skips of [`plan`] for the users in `actual`, without its checks (the caller
+/// has made them). Selectors resolve against `actual.users` only, and changes come in user key
+/// order, so planning a directory in key-ordered batches of users and concatenating the results
+/// gives exactly the plan of the whole: a whole-directory plan never holds the whole directory.
+pub fn plan_users(
+    manifests: &[Manifest],
+    actual: &Actual,
+    policy: &Policy,
+    actor: &Actor,
+    now: Timestamp,
+) -> (Vec<Change>, Vec<Skip>) {
     let protected = &policy.guardrails.protected_users;
     let mut wants: Wants = BTreeMap::new();
     let mut skipped: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
@@ -380,14 +416,7 @@ pub fn plan(
             })
         })
         .collect();
-    Ok(Plan {
-        id: String::new(),
-        created_at: now,
-        actor: actor.id().map(str::to_string),
-        store_revision: actual.revision,
-        changes,
-        skipped,
-    })
+    (changes, skipped)
 }
 
 /// The action that brings `user` to "nothing of this kind older than `t`", or `None` when the user
@@ -721,9 +750,9 @@ pub fn fingerprint(user: &User) -> String {
         .collect()
 }
 
-/// Fingerprints of every user the plan changes, by id as the store spells it.
-pub fn fingerprints(plan: &Plan, actual: &Actual) -> BTreeMap<String, String> {
-    plan.changes
+/// Fingerprints of every user these changes touch, by id as the store spells it.
+pub fn fingerprints(changes: &[Change], actual: &Actual) -> BTreeMap<String, String> {
+    changes
         .iter()
         .filter_map(|c| {
             actual

@@ -40,7 +40,7 @@ fn ts(v: &Value) -> Timestamp {
 /// The plan the SPEC's tables give for the tenant's declared and group manifests, computed from
 /// the generator's users and the manifests read as plain YAML: nothing of mfactl's parser or
 /// planner is involved.
-fn expected_plan(t: &scale::Tenant, seed: u64) -> BTreeSet<Change> {
+fn expected_plan(t: &scale::Tenant, dirs: &[String], seed: u64) -> BTreeSet<Change> {
     let users: Vec<User> = (0..t.users)
         .map(|i| generate::user(seed, t.users, i))
         .collect();
@@ -50,8 +50,8 @@ fn expected_plan(t: &scale::Tenant, seed: u64) -> BTreeSet<Change> {
         .collect();
     // Per user key and action: every (cutoff, manifest) that asks for it.
     let mut wants: Wants = BTreeMap::new();
-    for dir in t.plan_paths() {
-        for entry in std::fs::read_dir(&dir).expect("manifest dir") {
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir).expect("manifest dir") {
             let text = std::fs::read_to_string(entry.expect("entry").path()).expect("manifest");
             let doc: Value = serde_yaml::from_str(&text).expect("YAML");
             let name = doc["metadata"]["name"].as_str().expect("name").to_string();
@@ -73,9 +73,12 @@ fn expected_plan(t: &scale::Tenant, seed: u64) -> BTreeSet<Change> {
                         .map(|u| u.id.to_ascii_lowercase())
                         .collect()
                 } else {
-                    panic!("the plan's manifests have no all-users entry")
+                    assert_eq!(e["all-users"].as_bool(), Some(true), "a selector: {e:?}");
+                    users.iter().map(|u| u.id.to_ascii_lowercase()).collect()
                 };
-                for key in selected.into_iter().filter(|k| !except.contains(k)) {
+                // The default policy's protected user is skipped by every selector.
+                let skip = |k: &String| except.contains(k) || k == generate::BREAKGLASS;
+                for key in selected.into_iter().filter(|k| !skip(k)) {
                     let w = wants.entry(key).or_default();
                     for (field, action) in [
                         ("require-reregistration", "require-reregistration"),
@@ -142,8 +145,13 @@ fn expected_plan(t: &scale::Tenant, seed: u64) -> BTreeSet<Change> {
 }
 
 fn mfactl(cwd: &Path, args: &[&str]) -> std::process::Output {
+    mfactl_env(cwd, args, &[])
+}
+
+fn mfactl_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let o = std::process::Command::new(scale::BIN)
         .current_dir(cwd)
+        .envs(env.iter().copied())
         .args(args)
         .env("MFACTL_NOW", generate::NOW)
         .env("NO_COLOR", "1")
@@ -157,6 +165,35 @@ fn mfactl(cwd: &Path, args: &[&str]) -> std::process::Output {
         String::from_utf8_lossy(&o.stderr)
     );
     o
+}
+
+/// A JSON plan's changes, each checked to be allowed for the global administrator.
+fn changes_of(plan: &serde_json::Value) -> BTreeSet<Change> {
+    plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            assert_eq!(c["verdict"]["role"], "global-administrator", "{c}");
+            (
+                c["user"].as_str().unwrap_or_default().to_string(),
+                c["action"].as_str().unwrap_or_default().to_string(),
+                c["cutoff"].as_str().map(str::to_string),
+                c["sources"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// A plan's output with its random plan id replaced.
+fn without_id(out: &[u8], plan: &serde_json::Value) -> String {
+    let id = plan["plan_id"].as_str().expect("plan id");
+    String::from_utf8_lossy(out).replace(id, "ID")
 }
 
 #[test]
@@ -218,26 +255,8 @@ fn every_scale_scenario_at_a_few_thousand_users() {
         ],
     );
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).expect("plan JSON");
-    let got: BTreeSet<Change> = plan["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .map(|c| {
-            assert_eq!(c["verdict"]["role"], "global-administrator", "{c}");
-            (
-                c["user"].as_str().unwrap_or_default().to_string(),
-                c["action"].as_str().unwrap_or_default().to_string(),
-                c["cutoff"].as_str().map(str::to_string),
-                c["sources"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect(),
-            )
-        })
-        .collect();
-    let want = expected_plan(big, cfg.seed);
+    let got = changes_of(&plan);
+    let want = expected_plan(big, &[d.clone(), g.clone()], cfg.seed);
     let missing: Vec<_> = want.difference(&got).take(5).collect();
     let extra: Vec<_> = got.difference(&want).take(5).collect();
     assert!(
@@ -254,6 +273,70 @@ fn every_scale_scenario_at_a_few_thousand_users() {
     assert!(
         got.iter().any(|c| c.3.len() > 1),
         "some change has two sources (users named twice)"
+    );
+
+    // With `all-users`, the plan is computed a batch of users at a time: with every manifest set
+    // it is the model's plan, and whatever the batch size, every format and the saved plan are
+    // the same bytes (but for the plan id).
+    let all = big.manifests("all-users");
+    let want = expected_plan(big, &[d.clone(), g.clone(), all.clone()], cfg.seed);
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    for batch in ["1000000", "333", "1"] {
+        let mut outputs = Vec::new();
+        let saved = tmp.path().join(format!("saved-{batch}.json"));
+        let saved_s = saved.display().to_string();
+        let env = [("MFACTL_PLAN_BATCH", batch)];
+        let args = [
+            "--store",
+            &store,
+            "plan",
+            &d,
+            &g,
+            &all,
+            "--actor",
+            generate::ADMIN,
+        ];
+        let json = mfactl_env(
+            tmp.path(),
+            &[&args[..], &["--format", "json", "--out", &saved_s]].concat(),
+            &env,
+        );
+        let plan: serde_json::Value = serde_json::from_slice(&json.stdout).expect("plan JSON");
+        let got = changes_of(&plan);
+        assert_eq!(got, want, "batch {batch}");
+        assert_eq!(plan["summary"]["changes"], got.len(), "batch {batch}");
+        let skipped = plan["skipped"].as_array().expect("skipped");
+        assert_eq!(skipped.len(), 1, "the protected user, once: {skipped:?}");
+        assert_eq!(skipped[0]["user"], generate::BREAKGLASS);
+        outputs.push(without_id(&json.stdout, &plan));
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&saved).expect("saved plan")).expect("JSON");
+        assert_eq!(file["changes"], plan["changes"], "batch {batch}");
+        let fingerprints = file["fingerprints"].as_object().expect("fingerprints");
+        let users: BTreeSet<&str> = got.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(fingerprints.len(), users.len(), "batch {batch}");
+        for format in ["text", "markdown"] {
+            let o = mfactl_env(
+                tmp.path(),
+                &[&args[..], &["--format", format]].concat(),
+                &env,
+            );
+            outputs.push(String::from_utf8_lossy(&o.stdout).into_owned());
+        }
+        // Text carries no plan id; Markdown does.
+        let md = outputs.pop().expect("markdown");
+        let md_id = md
+            .split("plan ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string();
+        outputs.push(md.replace(&md_id, "ID"));
+        seen.push(outputs);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "the plan depends on the batch size"
     );
 
     // The streamed export is exactly serde_yaml's rendering of the whole directory, and imports

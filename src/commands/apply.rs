@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     let policy = ctx.policy()?;
     let mut st = ctx.open_store()?;
     let preview = if interactive {
-        let (plan, _) = compute_plan(st.conn(), st.path(), &input, &policy, Some(&actor), ctx.now)?;
+        let plan = compute_plan(st.conn(), st.path(), &input, &policy, Some(&actor), ctx.now)?;
         out_with(|w| render::text::write_plan(w, &plan, ctx.style));
         if plan.is_empty() {
             return Ok(Exit::Ok);
@@ -84,7 +84,7 @@ pub fn execute(
 ) -> CmdResult {
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
-    let (plan, _) = compute_plan(&tx, &path, input, policy, Some(actor), ctx.now)?;
+    let plan = compute_plan(&tx, &path, input, policy, Some(actor), ctx.now)?;
     match preview {
         Some(p) if p.changes != plan.changes => {
             return Err(Failure::new(

@@ -69,7 +69,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     heading(&format!(
         "1. mfactl plan --actor {EXAMPLE_ADMIN}   (authentication-administrator)"
     ));
-    let (plan, _) = compute_plan(
+    let plan = compute_plan(
         st.conn(),
         st.path(),
         &input,
@@ -110,7 +110,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     }
 
     heading(&format!("3. mfactl apply --actor {GLOBAL_ADMIN} --credentials-out {CREDENTIALS}   (global-administrator)"));
-    let (approved, _) = compute_plan(
+    let approved = compute_plan(
         st.conn(),
         st.path(),
         &input,
@@ -138,7 +138,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     heading(&format!(
         "4. mfactl plan --actor {GLOBAL_ADMIN}   (again: the store now matches the manifests)"
     ));
-    let (again, _) = compute_plan(
+    let again = compute_plan(
         st.conn(),
         st.path(),
         &input,

@@ -7,22 +7,24 @@ pub mod audit;
 pub mod demo;
 pub mod init;
 pub mod plan;
+pub mod planning;
 pub mod show;
 pub mod store;
 pub mod validate;
 pub mod watch;
 
+pub use planning::{compute_plan, plan_batches};
+
 use crate::cli::Global;
 use crate::error::{Exit, Failure};
 use crate::manifest::{self, Manifest, SourceFile};
 use crate::model::Timestamp;
-use crate::plan::Plan;
 use crate::policy::{self, Policy};
 use crate::render::Style;
 use crate::sources;
 use crate::store::Store;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything decided once from the global options and the environment.
@@ -232,32 +234,6 @@ pub fn invalid(located: Vec<manifest::Located>) -> Failure {
     Failure::many(Exit::Error, lines)
 }
 
-/// Loads what the manifests need from `conn` and computes the plan. Any problem — from parsing or
-/// from the checks against the store — fails with every located message.
-pub fn compute_plan(
-    conn: &rusqlite::Connection,
-    store_path: &Path,
-    input: &Loaded,
-    policy: &Policy,
-    actor: Option<&str>,
-    now: Timestamp,
-) -> Result<(Plan, crate::plan::Actual), Failure> {
-    let needs = crate::plan::needs(&input.manifests);
-    let actual = crate::store::load(conn, store_path, &needs, actor)?;
-    drop(needs); // 100,000 keys need not outlive the load: the plan's peak memory comes next
-    let who = crate::store::load_actor(&actual, actor);
-    let mut problems = input.problems.clone();
-    match crate::plan::plan(&input.manifests, &actual, policy, &who, now) {
-        Err(more) => problems.extend(more),
-        Ok(mut plan) if problems.is_empty() => {
-            plan.id = random_id();
-            return Ok((plan, actual));
-        }
-        Ok(_) => {}
-    }
-    Err(invalid(manifest::locate_all(problems, &input.files)))
-}
-
 /// 128 random bits as hex: plan ids.
 pub fn random_id() -> String {
     let mut b = [0u8; 16];
@@ -282,30 +258,70 @@ pub fn out(s: &str) {
 /// Streams text to stdout through a buffer, as [`out`] writes it but without first building the
 /// whole text: large plans and exports are written piece by piece.
 pub fn out_with(write: impl FnOnce(&mut dyn std::fmt::Write) -> std::fmt::Result) {
-    struct Sink<W: Write> {
-        w: W,
-        failed: Option<std::io::Error>,
+    let mut sink = Stdout::new();
+    let written = write(&mut sink);
+    sink.finish(written);
+}
+
+/// An `io::Write` as a `fmt::Write`, keeping the I/O error that stopped it.
+pub struct Sink<W: Write> {
+    w: W,
+    failed: Option<std::io::Error>,
+}
+
+impl<W: Write> Sink<W> {
+    pub fn new(w: W) -> Sink<W> {
+        Sink { w, failed: None }
     }
-    impl<W: Write> std::fmt::Write for Sink<W> {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.w.write_all(s.as_bytes()).map_err(|e| {
-                self.failed = Some(e);
-                std::fmt::Error
-            })
+
+    /// Flushes what was written, given how the writing ended; the writer back, or the error.
+    pub fn finish(mut self, written: std::fmt::Result) -> std::io::Result<W> {
+        match (written, self.failed.take()) {
+            (_, Some(e)) => Err(e),
+            (Err(_), None) => Err(std::io::Error::other("formatting failed")),
+            (Ok(()), None) => self.w.flush().map(|_| self.w),
         }
     }
-    let mut sink = Sink {
-        w: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
-        failed: None,
-    };
-    let written = write(&mut sink);
-    let result = match (written, sink.failed.take()) {
-        (_, Some(e)) => Err(e),
-        (Err(_), None) => Err(std::io::Error::other("formatting failed")),
-        (Ok(()), None) => sink.w.flush(),
-    };
-    if let Err(e) = result {
-        stdout_failed(e);
+}
+
+impl<W: Write> std::fmt::Write for Sink<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.w.write_all(s.as_bytes()).map_err(|e| {
+            self.failed = Some(e);
+            std::fmt::Error
+        })
+    }
+}
+
+/// Buffered stdout as a `fmt::Write`, for writing a long text piece by piece; a closed pipe
+/// (`mfactl plan | head`) ends the process quietly, any other failure with a message.
+pub struct Stdout(Sink<std::io::BufWriter<std::io::StdoutLock<'static>>>);
+
+impl Stdout {
+    pub fn new() -> Stdout {
+        Stdout(Sink::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout().lock(),
+        )))
+    }
+
+    /// Flushes what was written; `written` is how the writing ended.
+    pub fn finish(self, written: std::fmt::Result) {
+        if let Err(e) = self.0.finish(written) {
+            stdout_failed(e);
+        }
+    }
+}
+
+impl Default for Stdout {
+    fn default() -> Self {
+        Stdout::new()
+    }
+}
+
+impl std::fmt::Write for Stdout {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write_str(s)
     }
 }
 

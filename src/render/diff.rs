@@ -3,13 +3,13 @@
 
 use super::escape_text;
 use crate::model::{key_of, Action};
-use crate::plan::{simulate, Actual, Plan};
+use crate::plan::{simulate, Actual, Change};
 use std::collections::BTreeMap;
 
-/// User id (as the store spells it) → unified diff, for every user the plan changes.
-pub fn user_diffs(plan: &Plan, actual: &Actual) -> BTreeMap<String, String> {
+/// User id (as the store spells it) → unified diff, for every user these changes touch.
+pub fn user_diffs(changes: &[Change], actual: &Actual) -> BTreeMap<String, String> {
     let mut actions: BTreeMap<&str, Vec<Action>> = BTreeMap::new();
-    for c in &plan.changes {
+    for c in changes {
         actions.entry(&c.user).or_default().push(c.action.clone());
     }
     let mut out = BTreeMap::new();

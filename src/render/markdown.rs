@@ -4,7 +4,7 @@
 //! Every string that came from a manifest or the store is escaped for its context (Markdown text or
 //! HTML), so a hostile id cannot inject links, images or markup into the comment.
 
-use super::escape_text;
+use super::{escape_text, End, PlanWriter};
 use crate::model::ActionKind;
 use crate::plan::{Change, Plan};
 use crate::policy::Verdict;
@@ -64,111 +64,162 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// Renders the plan; `diffs` (user → unified diff) are added inside each user's section.
 pub fn plan(p: &Plan, diffs: &BTreeMap<String, String>) -> String {
-    let s = p.summary();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "### mfactl plan: {} for {}, {} denied\n",
-        plural(s.changes, "change", "changes"),
-        plural(s.users, "user", "users"),
-        s.denied
-    );
-    let actor = p.actor.as_deref().map_or("no actor".to_string(), md);
-    let _ = writeln!(
-        out,
-        "Actor {actor} · store revision {} · {} · plan {}\n",
-        p.store_revision,
-        p.created_at,
-        md(&p.id)
-    );
-    if p.is_empty() {
-        out.push_str("**No changes.** The store matches the manifests.\n");
-    } else {
-        out.push_str("| action | changes | denied |\n|---|---:|---:|\n");
-        let mut per: BTreeMap<ActionKind, (usize, usize)> = BTreeMap::new();
-        for c in &p.changes {
-            let e = per.entry(c.kind()).or_default();
-            e.0 += 1;
-            e.1 += usize::from(c.is_denied());
-        }
-        for (k, (n, d)) in &per {
-            let _ = writeln!(out, "| {} | {n} | {d} |", k.verb());
-        }
-        let _ = writeln!(out, "| **all** | **{}** | **{}** |\n", s.changes, s.denied);
-    }
-    if s.denied > 0 {
-        let _ = writeln!(
-            out,
-            "> [!WARNING]\n> **{} denied** for the actor: an apply would be refused as a whole.",
-            plural(s.denied, "change is", "changes are")
-        );
-        for c in p
-            .changes
-            .iter()
-            .filter(|c| c.is_denied())
-            .take(MAX_DENIED_LISTED)
-        {
-            let reason = match &c.verdict {
-                Some(Verdict::Denied { reason }) => md(reason),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "> - {} for **{}**: {reason}",
-                c.kind().verb(),
-                md(&c.user)
-            );
-        }
-        if s.denied > MAX_DENIED_LISTED {
-            let _ = writeln!(out, "> - … and {} more", s.denied - MAX_DENIED_LISTED);
-        }
-        out.push('\n');
-    }
-    if !p.skipped.is_empty() {
-        let names: Vec<String> = p.skipped.iter().take(20).map(|k| md(&k.user)).collect();
-        let more = p.skipped.len().saturating_sub(20);
-        let _ = writeln!(
-            out,
-            "Skipped as protected: {}{}\n",
-            names.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
-        );
+    let _ = super::write_whole(&mut Writer::default(), &mut out, p, diffs);
+    out
+}
+
+/// The Markdown plan as a [`PlanWriter`]. Its summary comes first, so it writes everything at
+/// [`finish`](PlanWriter::finish), holding only what the comment can show: the counts, the first
+/// denied changes, and the user sections that fit in [`LIMIT`] (a section that would not fit
+/// whatever comes before it ends the list, as it does in the whole comment).
+#[derive(Default)]
+pub struct Writer {
+    head: Option<Plan>,
+    per: BTreeMap<ActionKind, (usize, usize)>,
+    denied: Vec<String>,
+    /// The sections that may fit, each with its user's change count; then whether one did not.
+    sections: Vec<(String, usize)>,
+    sections_len: usize,
+    full: bool,
+    users: usize,
+}
+
+impl PlanWriter for Writer {
+    fn head(&mut self, _: &mut dyn Write, p: &Plan) -> std::fmt::Result {
+        self.head = Some(Plan {
+            changes: Vec::new(),
+            skipped: Vec::new(),
+            ..p.clone()
+        });
+        Ok(())
     }
 
-    // Per-user sections, while they fit.
-    let mut groups: Vec<(&str, Vec<&Change>)> = Vec::new();
-    for c in &p.changes {
-        match groups.last_mut() {
-            Some((u, cs)) if *u == c.user => cs.push(c),
-            _ => groups.push((&c.user, vec![c])),
+    fn changes(
+        &mut self,
+        _: &mut dyn Write,
+        changes: &[Change],
+        diffs: &BTreeMap<String, String>,
+    ) -> std::fmt::Result {
+        for c in changes {
+            let e = self.per.entry(c.kind()).or_default();
+            e.0 += 1;
+            e.1 += usize::from(c.is_denied());
+            if c.is_denied() && self.denied.len() < MAX_DENIED_LISTED {
+                let reason = match &c.verdict {
+                    Some(Verdict::Denied { reason }) => md(reason),
+                    _ => String::new(),
+                };
+                self.denied.push(format!(
+                    "> - {} for **{}**: {reason}",
+                    c.kind().verb(),
+                    md(&c.user)
+                ));
+            }
         }
-    }
-    let budget = LIMIT - TRAILER_RESERVE;
-    let mut shown_users = 0;
-    let mut shown_changes = 0;
-    for (user, changes) in &groups {
-        let section = user_section(user, changes, diffs.get(*user));
-        if out.len() + section.len() > budget {
-            break;
+        let mut rest = changes;
+        while let Some(first) = rest.first() {
+            let n = rest.iter().take_while(|c| c.user == first.user).count();
+            let (mine, later) = rest.split_at(n);
+            rest = later;
+            self.users += 1;
+            if self.full {
+                continue;
+            }
+            let mine: Vec<&Change> = mine.iter().collect();
+            let section = user_section(&first.user, &mine, diffs.get(&first.user));
+            if self.sections_len + section.len() > LIMIT - TRAILER_RESERVE {
+                self.full = true;
+                continue;
+            }
+            self.sections_len += section.len();
+            self.sections.push((section, n));
         }
-        out.push_str(&section);
-        shown_users += 1;
-        shown_changes += changes.len();
+        Ok(())
     }
-    if shown_users < groups.len() {
+
+    fn finish(&mut self, out: &mut dyn Write, end: &End) -> std::fmt::Result {
+        let p = self.head.take().ok_or(std::fmt::Error)?;
+        let s = end.summary;
+        let mut head = String::new();
         let _ = writeln!(
-            out,
-            "\n_{} ({}) not shown: this comment is limited to {LIMIT} characters. \
-             Run `mfactl plan --format json` for the whole plan._",
-            plural(groups.len() - shown_users, "more user", "more users"),
-            plural(s.changes - shown_changes, "change", "changes"),
+            head,
+            "### mfactl plan: {} for {}, {} denied\n",
+            plural(s.changes, "change", "changes"),
+            plural(s.users, "user", "users"),
+            s.denied
         );
+        let actor = p.actor.as_deref().map_or("no actor".to_string(), md);
+        let _ = writeln!(
+            head,
+            "Actor {actor} · store revision {} · {} · plan {}\n",
+            p.store_revision,
+            p.created_at,
+            md(&p.id)
+        );
+        if s.changes == 0 {
+            head.push_str("**No changes.** The store matches the manifests.\n");
+        } else {
+            head.push_str("| action | changes | denied |\n|---|---:|---:|\n");
+            for (k, (n, d)) in &self.per {
+                let _ = writeln!(head, "| {} | {n} | {d} |", k.verb());
+            }
+            let _ = writeln!(head, "| **all** | **{}** | **{}** |\n", s.changes, s.denied);
+        }
+        if s.denied > 0 {
+            let _ = writeln!(
+                head,
+                "> [!WARNING]\n> **{} denied** for the actor: an apply would be refused as a whole.",
+                plural(s.denied, "change is", "changes are")
+            );
+            for line in &self.denied {
+                let _ = writeln!(head, "{line}");
+            }
+            if s.denied > MAX_DENIED_LISTED {
+                let _ = writeln!(head, "> - … and {} more", s.denied - MAX_DENIED_LISTED);
+            }
+            head.push('\n');
+        }
+        if !end.skipped.is_empty() {
+            let names: Vec<String> = end.skipped.iter().take(20).map(|k| md(&k.user)).collect();
+            let more = end.skipped.len().saturating_sub(20);
+            let _ = writeln!(
+                head,
+                "Skipped as protected: {}{}\n",
+                names.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        out.write_str(&head)?;
+        // Per-user sections, while they fit.
+        let budget = LIMIT - TRAILER_RESERVE;
+        let mut len = head.len();
+        let mut shown_users = 0;
+        let mut shown_changes = 0;
+        for (section, n) in &self.sections {
+            if len + section.len() > budget {
+                break;
+            }
+            out.write_str(section)?;
+            len += section.len();
+            shown_users += 1;
+            shown_changes += n;
+        }
+        if shown_users < self.users {
+            writeln!(
+                out,
+                "\n_{} ({}) not shown: this comment is limited to {LIMIT} characters. \
+                 Run `mfactl plan --format json` for the whole plan._",
+                plural(self.users - shown_users, "more user", "more users"),
+                plural(s.changes - shown_changes, "change", "changes"),
+            )?;
+        }
+        Ok(())
     }
-    out
 }
 
 fn user_section(user: &str, changes: &[&Change], diff: Option<&String>) -> String {

@@ -6,7 +6,50 @@ pub mod json;
 pub mod markdown;
 pub mod text;
 
+use crate::plan::{Change, Plan, Skip, Summary};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt::{self, Write};
+
+/// What a plan's rendering can only say once every change is in.
+pub struct End<'a> {
+    pub skipped: &'a [Skip],
+    pub summary: Summary,
+}
+
+/// A plan rendered as it is computed, so that a plan of a whole directory is written a batch of
+/// users at a time and never held whole: [`head`](PlanWriter::head) once (from a plan's id,
+/// time, actor and revision; its changes are ignored), then [`changes`](PlanWriter::changes)
+/// for each batch in order (a user's changes all in one batch, with the `--diff` diffs of its
+/// users), then [`finish`](PlanWriter::finish) once. A whole plan is the same calls with one batch.
+pub trait PlanWriter {
+    fn head(&mut self, out: &mut dyn Write, plan: &Plan) -> fmt::Result;
+    fn changes(
+        &mut self,
+        out: &mut dyn Write,
+        changes: &[Change],
+        diffs: &BTreeMap<String, String>,
+    ) -> fmt::Result;
+    fn finish(&mut self, out: &mut dyn Write, end: &End) -> fmt::Result;
+}
+
+/// Renders a whole plan through `w`.
+pub fn write_whole(
+    w: &mut dyn PlanWriter,
+    out: &mut dyn Write,
+    plan: &Plan,
+    diffs: &BTreeMap<String, String>,
+) -> fmt::Result {
+    w.head(out, plan)?;
+    w.changes(out, &plan.changes, diffs)?;
+    w.finish(
+        out,
+        &End {
+            skipped: &plan.skipped,
+            summary: plan.summary(),
+        },
+    )
+}
 
 /// Escapes control characters and bidi overrides so that hostile ids cannot recolour, rewrite or
 /// reorder a terminal: each becomes a visible `\u{…}`.

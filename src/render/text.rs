@@ -1,9 +1,10 @@
 //! The plan and the audit log as a person reads them in a terminal.
 
-use super::{escape_text as esc, Style};
+use super::{escape_text as esc, End, PlanWriter, Style};
 use crate::model::{AuditRecord, Timestamp};
-use crate::plan::{Plan, Slice, Summary, Val};
+use crate::plan::{Change, Plan, Slice, Summary, Val};
 use crate::policy::Verdict;
+use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 
 /// A timestamp as [`Timestamp`]'s `Display` prints it (`YYYY-MM-DDTHH:MM:SSZ`), several times
@@ -117,92 +118,137 @@ pub fn plan(p: &Plan, st: Style) -> String {
     out
 }
 
-/// The plan, written piece by piece (the shell streams large plans to stdout through this rather
-/// than building one string).
+/// The whole plan, written piece by piece (the shell streams it to stdout rather than building
+/// one string).
 pub fn write_plan(out: &mut dyn Write, p: &Plan, st: Style) -> fmt::Result {
-    let who = p
-        .actor
-        .as_deref()
-        .map_or("no actor (verdicts show who could approve)".into(), |a| {
-            format!("actor {}", esc(a))
-        });
-    writeln!(
-        out,
-        "{}",
-        st.dim(&format!(
-            "Plan at {} for {who}, store revision {}.",
-            p.created_at, p.store_revision
-        ))
-    )?;
-    let (allowed_mark, denied_mark) = (st.yellow("~"), st.red("✗"));
-    // The verdict line of the previous change: consecutive changes mostly share it.
-    let mut last_verdict: Option<(&Option<Verdict>, &[String], String)> = None;
-    let mut last_user: Option<&str> = None;
-    for c in &p.changes {
-        if last_user != Some(c.user.as_str()) {
-            writeln!(out, "\n{}", st.bold(&esc(&c.user)))?;
-            last_user = Some(&c.user);
+    super::write_whole(&mut Writer::new(st), out, p, &BTreeMap::new())
+}
+
+/// The text plan as a [`PlanWriter`]: the head line, each user's changes with their verdicts,
+/// the skipped users, the summary line, then any `--diff` diffs (held until the end).
+pub struct Writer {
+    st: Style,
+    last_user: Option<String>,
+    /// The previous verdict, the roles that could approve, and its line: consecutive changes
+    /// mostly share it.
+    last_verdict: Option<(Option<Verdict>, Vec<String>, String)>,
+    diffs: String,
+}
+
+impl Writer {
+    pub fn new(st: Style) -> Writer {
+        Writer {
+            st,
+            last_user: None,
+            last_verdict: None,
+            diffs: String::new(),
         }
-        let mark = if c.is_denied() {
-            &denied_mark
-        } else {
-            &allowed_mark
-        };
+    }
+}
+
+impl PlanWriter for Writer {
+    fn head(&mut self, out: &mut dyn Write, p: &Plan) -> fmt::Result {
+        let who = p
+            .actor
+            .as_deref()
+            .map_or("no actor (verdicts show who could approve)".into(), |a| {
+                format!("actor {}", esc(a))
+            });
         writeln!(
             out,
-            "  {mark} {:<24} {}",
-            c.kind().verb(),
-            Transition(&c.before, &c.after)
-        )?;
-        if !c.removes.is_empty() {
-            writeln!(out, "      removes: {}", Escaped(&c.removes))?;
-        }
-        writeln!(out, "      sources: {}", Escaped(&c.sources))?;
-        let same = last_verdict
-            .as_ref()
-            .is_some_and(|(v, could, _)| **v == c.verdict && *could == c.could_approve.as_slice());
-        if !same {
-            let verdict = match &c.verdict {
-                Some(Verdict::Allowed { role }) => st.green(&format!("allowed as {role}")),
-                Some(Verdict::Denied { reason }) => st.red(&format!("denied: {}", esc(reason))),
-                None if c.could_approve.is_empty() => {
-                    st.red("no role in the policy may approve this")
-                }
-                None => format!("needs one of: {}", c.could_approve.join(", ")),
-            };
-            last_verdict = Some((&c.verdict, &c.could_approve, verdict));
-        }
-        if let Some((_, _, verdict)) = &last_verdict {
-            writeln!(out, "      {verdict}")?;
-        }
+            "{}",
+            self.st.dim(&format!(
+                "Plan at {} for {who}, store revision {}.",
+                p.created_at, p.store_revision
+            ))
+        )
     }
-    if !p.skipped.is_empty() {
-        writeln!(out, "\nSkipped:")?;
-        for k in &p.skipped {
+
+    fn changes(
+        &mut self,
+        out: &mut dyn Write,
+        changes: &[Change],
+        diffs: &BTreeMap<String, String>,
+    ) -> fmt::Result {
+        let st = self.st;
+        let (allowed_mark, denied_mark) = (st.yellow("~"), st.red("✗"));
+        for c in changes {
+            if self.last_user.as_deref() != Some(c.user.as_str()) {
+                writeln!(out, "\n{}", st.bold(&esc(&c.user)))?;
+                self.last_user = Some(c.user.clone());
+            }
+            let mark = if c.is_denied() {
+                &denied_mark
+            } else {
+                &allowed_mark
+            };
             writeln!(
                 out,
-                "  {} ({}; selected by {})",
-                esc(&k.user),
-                k.reason,
-                Escaped(&k.sources)
+                "  {mark} {:<24} {}",
+                c.kind().verb(),
+                Transition(&c.before, &c.after)
             )?;
+            if !c.removes.is_empty() {
+                writeln!(out, "      removes: {}", Escaped(&c.removes))?;
+            }
+            writeln!(out, "      sources: {}", Escaped(&c.sources))?;
+            let same = self
+                .last_verdict
+                .as_ref()
+                .is_some_and(|(v, could, _)| *v == c.verdict && *could == c.could_approve);
+            if !same {
+                let verdict = match &c.verdict {
+                    Some(Verdict::Allowed { role }) => st.green(&format!("allowed as {role}")),
+                    Some(Verdict::Denied { reason }) => st.red(&format!("denied: {}", esc(reason))),
+                    None if c.could_approve.is_empty() => {
+                        st.red("no role in the policy may approve this")
+                    }
+                    None => format!("needs one of: {}", c.could_approve.join(", ")),
+                };
+                self.last_verdict = Some((c.verdict.clone(), c.could_approve.clone(), verdict));
+            }
+            if let Some((_, _, verdict)) = &self.last_verdict {
+                writeln!(out, "      {verdict}")?;
+            }
         }
-    }
-    let s = p.summary();
-    out.write_char('\n')?;
-    if p.is_empty() {
-        writeln!(out, "No changes: the store matches the manifests.")?;
-    }
-    let line = summary_line(&s);
-    writeln!(
-        out,
-        "{}",
-        if s.denied > 0 {
-            st.red(&line)
-        } else {
-            st.bold(&line)
+        for d in diffs.values() {
+            self.diffs.push('\n');
+            self.diffs.push_str(d);
         }
-    )
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Write, end: &End) -> fmt::Result {
+        let st = self.st;
+        if !end.skipped.is_empty() {
+            writeln!(out, "\nSkipped:")?;
+            for k in end.skipped {
+                writeln!(
+                    out,
+                    "  {} ({}; selected by {})",
+                    esc(&k.user),
+                    k.reason,
+                    Escaped(&k.sources)
+                )?;
+            }
+        }
+        let s = end.summary;
+        out.write_char('\n')?;
+        if s.changes == 0 {
+            writeln!(out, "No changes: the store matches the manifests.")?;
+        }
+        let line = summary_line(&s);
+        writeln!(
+            out,
+            "{}",
+            if s.denied > 0 {
+                st.red(&line)
+            } else {
+                st.bold(&line)
+            }
+        )?;
+        out.write_str(&std::mem::take(&mut self.diffs))
+    }
 }
 
 fn json_compact(v: &serde_json::Value) -> String {

@@ -6,6 +6,7 @@ use super::{bump_revision, map_err, Result, Store, StoreError};
 use crate::model::{key_of, Directory, User};
 use rusqlite::params;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 /// Parses and checks a directory file; errors are `FILE:LINE:COL: message` lines.
 pub fn parse(file: &str, text: &str) -> std::result::Result<Directory, Vec<String>> {
@@ -418,13 +419,27 @@ pub fn export_with(
     each: &mut dyn FnMut(ExportPart) -> bool,
 ) -> Result<()> {
     let (conn, path) = (store.conn(), store.path());
-    let e = |e| map_err(path, "read users", e);
-    conn.execute_batch("SAVEPOINT mfactl_export").map_err(e)?;
-    let read = (|| -> Result<()> {
+    super::read_snapshot(conn, path, || {
         let groups: BTreeMap<_, _> = load_groups(conn, path)?;
         if !each(ExportPart::Groups(groups.into_values().collect())) {
             return Ok(());
         }
+        user_batches(conn, path, batch, &mut |users| {
+            each(ExportPart::Users(users.into_values().collect()))
+        })
+    })
+}
+
+/// Every user, in key order, handed to `each` `batch` users at a time (the last batch may be
+/// smaller; never an empty one), all read in one snapshot. `each` returns false to stop early.
+pub fn user_batches(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    batch: usize,
+    each: &mut dyn FnMut(BTreeMap<String, User>) -> bool,
+) -> Result<()> {
+    let e = |e| map_err(path, "read users", e);
+    super::read_snapshot(conn, path, || {
         let mut first_keys = conn
             .prepare_cached("SELECT key FROM users ORDER BY key LIMIT ?1")
             .map_err(e)?;
@@ -447,20 +462,12 @@ pub fn export_with(
                 return Ok(());
             };
             let users = load_users(conn, path, Scope::Range { first, last: end })?;
-            if !each(ExportPart::Users(users.into_values().collect())) || keys.len() < batch {
+            if !each(users) || keys.len() < batch {
                 return Ok(());
             }
             last = Some(end.to_string());
         }
-    })();
-    let end = if read.is_ok() {
-        "RELEASE mfactl_export"
-    } else {
-        "ROLLBACK TO mfactl_export; RELEASE mfactl_export"
-    };
-    let ended = conn.execute_batch(end).map_err(e);
-    read?;
-    ended
+    })
 }
 
 /// One user's state, or `None` when the store has no such user.

@@ -12,8 +12,8 @@ mod schema;
 
 pub use apply::{apply_plan, apply_plan_with_progress, failpoint, plan_applied, ResetSecret};
 pub use directory::{
-    export, export_with, import, import_with_progress, parse as directory_parse, show, ExportPart,
-    EXPORT_BATCH,
+    export, export_with, import, import_with_progress, parse as directory_parse, show,
+    user_batches, ExportPart, EXPORT_BATCH,
 };
 pub use load::{load, load_actor};
 
@@ -331,6 +331,27 @@ pub(crate) fn each_audit(
         });
     }
     Ok(())
+}
+
+/// Runs `read` inside a savepoint, so that its queries see one snapshot of the store (and nest
+/// inside an apply's transaction); it is released either way, as reading changes nothing.
+pub fn read_snapshot<T, E: From<StoreError>>(
+    conn: &Connection,
+    path: &Path,
+    read: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let e = |e| map_err(path, "read the store", e);
+    conn.execute_batch("SAVEPOINT mfactl_read").map_err(e)?;
+    let result = read();
+    let end = if result.is_ok() {
+        "RELEASE mfactl_read"
+    } else {
+        "ROLLBACK TO mfactl_read; RELEASE mfactl_read"
+    };
+    let ended = conn.execute_batch(end).map_err(e);
+    let value = result?;
+    ended?;
+    Ok(value)
 }
 
 /// Verifies the whole audit chain against the recorded head.

@@ -214,7 +214,7 @@ fn run(ctx: &Ctx, settings: &Settings) -> Report {
     let path = st.path().to_path_buf();
     if settings.detect_only {
         return match compute_plan(st.conn(), &path, &input, &policy, ctx.actor.as_deref(), now) {
-            Ok((plan, _)) => detected(&plan),
+            Ok(plan) => detected(&plan),
             Err(f) => plan_failure(f),
         };
     }
@@ -226,7 +226,7 @@ fn run(ctx: &Ctx, settings: &Settings) -> Report {
         Err(e) => return store_failure(e),
     };
     let plan = match compute_plan(&tx, &path, &input, &policy, Some(actor), now) {
-        Ok((plan, _)) => plan,
+        Ok(plan) => plan,
         Err(f) => return plan_failure(f),
     };
     let opts = ApplyOptions {

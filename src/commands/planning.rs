@@ -1,0 +1,150 @@
+//! Computing a plan against the store. Manifests that name their users load just those users and
+//! plan them at once; a manifest that says `all-users` is planned a batch of users at a time, in
+//! key order, so a plan of a million-user directory never holds the directory (and, when its
+//! consumer renders each batch as it comes, never holds the plan either).
+
+use super::{invalid, random_id, Loaded};
+use crate::error::Failure;
+use crate::manifest;
+use crate::model::Timestamp;
+use crate::plan::{self, Actual, Change, Needs, Plan, Skip};
+use crate::policy::Policy;
+use crate::store;
+use rusqlite::Connection;
+use std::path::Path;
+
+/// Users per batch of a whole-directory plan: each batch's queries cost a few milliseconds of
+/// fixed overhead, and its users and changes a few megabytes.
+pub const PLAN_BATCH: usize = 5_000;
+
+/// [`PLAN_BATCH`]; in debug builds (which the tests drive) `MFACTL_PLAN_BATCH=N` makes small
+/// tenants cross many batch boundaries. Release builds compile the override away.
+fn plan_batch() -> usize {
+    #[cfg(debug_assertions)]
+    if let Some(n) = std::env::var("MFACTL_PLAN_BATCH")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    PLAN_BATCH
+}
+
+/// The whole plan, for the commands that need it whole (apply, watch, the demo).
+pub fn compute_plan(
+    conn: &Connection,
+    store_path: &Path,
+    input: &Loaded,
+    policy: &Policy,
+    actor: Option<&str>,
+    now: Timestamp,
+) -> Result<Plan, Failure> {
+    let mut plan = None;
+    plan_batches(conn, store_path, input, policy, actor, now, &mut |step| {
+        match step {
+            Step::Start(head) => plan = Some(head.clone()),
+            Step::Batch {
+                changes, skipped, ..
+            } => {
+                if let Some(p) = &mut plan {
+                    p.changes.extend(changes);
+                    p.skipped.extend(skipped);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    plan.ok_or_else(|| Failure::error("internal error: the plan was not started"))
+}
+
+/// What [`plan_batches`] hands on, in order: the start once, then each batch.
+pub enum Step<'a> {
+    /// The plan's head: id, time, actor, revision; no changes.
+    Start(&'a Plan),
+    /// The changes and skipped users of the next users in key order, with the users they were
+    /// planned from. Concatenated, the batches are the plan.
+    Batch {
+        changes: Vec<Change>,
+        skipped: Vec<Skip>,
+        users: &'a Actual,
+    },
+}
+
+/// Checks the manifests against the store and plans them, in one snapshot of the store, handing
+/// each [`Step`] to `each`. Any problem — from parsing or from the checks — fails with every
+/// located message before the start, so nothing has been rendered when a plan is refused.
+pub fn plan_batches(
+    conn: &Connection,
+    store_path: &Path,
+    input: &Loaded,
+    policy: &Policy,
+    actor: Option<&str>,
+    now: Timestamp,
+    each: &mut dyn FnMut(Step) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    store::read_snapshot(conn, store_path, || {
+        let needs = plan::needs(&input.manifests);
+        let whole = !needs.all_users;
+        // With `all-users`, only the users named explicitly are loaded for the checks; the plan
+        // reads the directory in batches below.
+        let checked = if whole {
+            needs
+        } else {
+            Needs {
+                user_keys: needs.user_keys,
+                ..Needs::default()
+            }
+        };
+        let actual = store::load(conn, store_path, &checked, actor)?;
+        drop(checked); // 100,000 keys need not outlive the load: the plan's peak memory comes next
+        let who = store::load_actor(&actual, actor);
+        let mut problems = input.problems.clone();
+        problems.extend(plan::check_offline(&input.manifests, policy, now));
+        problems.extend(plan::check_known(&input.manifests, &actual));
+        if !problems.is_empty() {
+            return Err(invalid(manifest::locate_all(problems, &input.files)));
+        }
+        each(Step::Start(&Plan {
+            id: random_id(),
+            created_at: now,
+            actor: who.id().map(str::to_string),
+            store_revision: actual.revision,
+            changes: Vec::new(),
+            skipped: Vec::new(),
+        }))?;
+        if whole {
+            let (changes, skipped) = plan::plan_users(&input.manifests, &actual, policy, &who, now);
+            return each(Step::Batch {
+                changes,
+                skipped,
+                users: &actual,
+            });
+        }
+        let Actual {
+            groups, revision, ..
+        } = actual;
+        let mut failed = None;
+        store::user_batches(conn, store_path, plan_batch(), &mut |users| {
+            let batch = Actual {
+                users,
+                groups: groups.clone(),
+                revision,
+            };
+            let (changes, skipped) = plan::plan_users(&input.manifests, &batch, policy, &who, now);
+            let step = Step::Batch {
+                changes,
+                skipped,
+                users: &batch,
+            };
+            match each(step) {
+                Ok(()) => true,
+                Err(f) => {
+                    failed = Some(f);
+                    false
+                }
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    })
+}
