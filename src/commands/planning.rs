@@ -48,7 +48,12 @@ pub fn compute_plan(
                 changes, skipped, ..
             } => {
                 if let Some(p) = &mut plan {
-                    p.changes.extend(changes);
+                    // A single batch is moved, not copied: 100,000 changes are 20 MB.
+                    if p.changes.is_empty() {
+                        p.changes = changes;
+                    } else {
+                        p.changes.extend(changes);
+                    }
                     p.skipped.extend(skipped);
                 }
             }

@@ -98,9 +98,13 @@ pub fn apply_plan_with_progress(
     // changes that is over a second of JSON and SHA-256 off the writing thread.)
     let (first_seq, first_head) = (chain.seq + 1, chain.head.clone());
     std::thread::scope(|scope| -> Result<()> {
-        let (records_out, records) = std::sync::mpsc::sync_channel::<(AuditRecord, Texts)>(4096);
+        // Records go over in chunks: a hand-over per record cost more in wake-ups than the
+        // records themselves.
+        const CHUNK: usize = 256;
+        let (records_out, chunks) = std::sync::mpsc::sync_channel::<Vec<(AuditRecord, Texts)>>(16);
         scope.spawn(move || {
             let mut prev_hash = first_head;
+            let mut chunk = Vec::with_capacity(CHUNK);
             for (i, c) in plan.changes.iter().enumerate() {
                 let role = match &c.verdict {
                     Some(Verdict::Allowed { role }) => role.clone(),
@@ -123,11 +127,16 @@ pub fn apply_plan_with_progress(
                 r.hash = crate::audit::record_hash(&r);
                 prev_hash = r.hash.clone();
                 let texts = Texts::of(&r);
-                if records_out.send((r, texts)).is_err() {
-                    return; // the writer stopped
+                chunk.push((r, texts));
+                if chunk.len() == CHUNK || i + 1 == plan.changes.len() {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    if records_out.send(full).is_err() {
+                        return; // the writer stopped
+                    }
                 }
             }
         });
+        let mut records = Vec::new().into_iter();
         for (i, c) in plan.changes.iter().enumerate() {
             if i == half {
                 failpoint("apply-mid");
@@ -180,7 +189,14 @@ pub fn apply_plan_with_progress(
                     c.user
                 )));
             }
-            let (record, texts) = records.recv().map_err(|_| {
+            let next = match records.next() {
+                Some(r) => Some(r),
+                None => chunks.recv().ok().and_then(|c| {
+                    records = c.into_iter();
+                    records.next()
+                }),
+            };
+            let (record, texts) = next.ok_or_else(|| {
                 super::StoreError::Invalid("internal: the audit records stopped".into())
             })?;
             chain.insert(record, texts, &key)?;
