@@ -63,6 +63,31 @@ fn an_edited_record_is_named() {
     assert!(o.stderr.contains("first at record #4"), "{}", o.stderr);
 }
 
+/// Verification hashes the stored text as it is: a change of type, or of the JSON's spelling
+/// with the same meaning, is an edit too.
+#[test]
+fn edits_of_stored_json_or_column_types_are_named() {
+    for (edit, seq) in [
+        ("UPDATE audit SET before = ' ' || before WHERE seq = 3", 3),
+        ("UPDATE audit SET sources = '[]' WHERE seq = 5", 5),
+        ("UPDATE audit SET at = at || 'x' WHERE seq = 6", 6),
+        (
+            "UPDATE audit SET actor = CAST(actor AS BLOB) || x'ff' WHERE seq = 2",
+            2,
+        ),
+    ] {
+        let env = audited();
+        sql(&env, edit);
+        let o = verify(&env);
+        assert_eq!(o.code, 1, "{edit}: {}", o.all());
+        assert!(
+            o.stdout.contains(&format!("record #{seq} was edited")),
+            "{edit}: {}",
+            o.stdout
+        );
+    }
+}
+
 #[test]
 fn a_deleted_record_is_named() {
     let env = audited();
