@@ -218,11 +218,23 @@ pub fn check_offline(manifests: &[Manifest], policy: &Policy, now: Timestamp) ->
 
 /// Checks against the store: every user and group a manifest names must exist.
 pub fn check_known(manifests: &[Manifest], actual: &Actual) -> Vec<Problem> {
+    check_known_in(manifests, &|k| actual.users.contains_key(k), &|g| {
+        actual.groups.contains_key(g)
+    })
+}
+
+/// [`check_known`], asking `user` and `group` whether a key exists: the shell answers from the
+/// store without loading the users.
+pub fn check_known_in(
+    manifests: &[Manifest],
+    user: &dyn Fn(&str) -> bool,
+    group: &dyn Fn(&str) -> bool,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     for m in manifests {
         for (i, e) in m.entries.iter().enumerate() {
             let mut unknown_user = |list: &str, j: usize, u: &str| {
-                if !actual.users.contains_key(&*key_cow(u)) {
+                if !user(&key_cow(u)) {
                     problems.push(Problem {
                         file: m.file.clone(),
                         at: Where::Path {
@@ -251,7 +263,7 @@ pub fn check_known(manifests: &[Manifest], actual: &Actual) -> Vec<Problem> {
                 unknown_user("except", j, u);
             }
             if let Selector::Group(g) = &e.selector {
-                if !actual.groups.contains_key(&key_of(g)) {
+                if !group(&key_of(g)) {
                     problems.push(Problem {
                         file: m.file.clone(),
                         at: Where::Path {

@@ -1,25 +1,26 @@
-//! Computing a plan against the store. Manifests that name their users load just those users and
-//! plan them at once; a manifest that says `all-users` is planned a batch of users at a time, in
-//! key order, so a plan of a million-user directory never holds the directory (and, when its
-//! consumer renders each batch as it comes, never holds the plan either).
+//! Computing a plan against the store, a batch of users at a time in key order: the users the
+//! manifests name and the members of the groups they name, or the whole directory when one says
+//! `all-users`. No plan holds all its users at once (and, when its consumer renders each batch as
+//! it comes, nor all its changes): a plan of a million users takes a few megabytes.
 
 use super::{invalid, random_id, Loaded};
 use crate::error::Failure;
 use crate::manifest;
-use crate::model::Timestamp;
-use crate::plan::{self, Actual, Change, Needs, Plan, Skip};
+use crate::model::{key_of, Timestamp, User};
+use crate::plan::{self, Actual, Change, Plan, Skip};
 use crate::policy::Policy;
 use crate::store;
 use rusqlite::Connection;
+use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Users per batch of a whole-directory plan: each batch's queries cost a few milliseconds of
-/// fixed overhead, and its users and changes a few megabytes.
+/// Users per batch: each batch's queries cost a few milliseconds of fixed overhead, and its users
+/// and changes a few megabytes.
 pub const PLAN_BATCH: usize = 5_000;
 
 /// [`PLAN_BATCH`]; in debug builds (which the tests drive) `MFACTL_PLAN_BATCH=N` makes small
 /// tenants cross many batch boundaries. Release builds compile the override away.
-fn plan_batch() -> usize {
+fn batch_size() -> usize {
     #[cfg(debug_assertions)]
     if let Some(n) = std::env::var("MFACTL_PLAN_BATCH")
         .ok()
@@ -90,23 +91,27 @@ pub fn plan_batches(
 ) -> Result<(), Failure> {
     store::read_snapshot(conn, store_path, || {
         let needs = plan::needs(&input.manifests);
-        let whole = !needs.all_users;
-        // With `all-users`, only the users named explicitly are loaded for the checks; the plan
-        // reads the directory in batches below.
-        let checked = if whole {
-            needs
-        } else {
-            Needs {
-                user_keys: needs.user_keys,
-                ..Needs::default()
-            }
+        let known = store::existing_users(conn, store_path, &needs.user_keys)?;
+        let groups = store::load_groups(conn, store_path)?;
+        let revision = store::revision(conn, store_path)?;
+        let who = {
+            let keys: Vec<String> = actor.map(key_of).into_iter().collect();
+            let users = store::load_keys(conn, store_path, &keys)?;
+            store::load_actor(
+                &Actual {
+                    users,
+                    ..Actual::default()
+                },
+                actor,
+            )
         };
-        let actual = store::load(conn, store_path, &checked, actor)?;
-        drop(checked); // 100,000 keys need not outlive the load: the plan's peak memory comes next
-        let who = store::load_actor(&actual, actor);
         let mut problems = input.problems.clone();
         problems.extend(plan::check_offline(&input.manifests, policy, now));
-        problems.extend(plan::check_known(&input.manifests, &actual));
+        problems.extend(plan::check_known_in(
+            &input.manifests,
+            &|k| known.contains(k),
+            &|g| groups.contains_key(g),
+        ));
         if !problems.is_empty() {
             return Err(invalid(manifest::locate_all(problems, &input.files)));
         }
@@ -114,42 +119,44 @@ pub fn plan_batches(
             id: random_id(),
             created_at: now,
             actor: who.id().map(str::to_string),
-            store_revision: actual.revision,
+            store_revision: revision,
             changes: Vec::new(),
             skipped: Vec::new(),
         }))?;
-        if whole {
-            let (changes, skipped) = plan::plan_users(&input.manifests, &actual, policy, &who, now);
-            return each(Step::Batch {
-                changes,
-                skipped,
-                users: &actual,
-            });
-        }
-        let Actual {
-            groups, revision, ..
-        } = actual;
-        let mut failed = None;
-        store::user_batches(conn, store_path, plan_batch(), &mut |users| {
+        let mut plan_batch = |users: BTreeMap<String, User>| -> Result<(), Failure> {
             let batch = Actual {
                 users,
                 groups: groups.clone(),
                 revision,
             };
             let (changes, skipped) = plan::plan_users(&input.manifests, &batch, policy, &who, now);
-            let step = Step::Batch {
+            each(Step::Batch {
                 changes,
                 skipped,
                 users: &batch,
-            };
-            match each(step) {
+            })
+        };
+        if !needs.all_users {
+            // The named users and the groups' members, a batch of keys at a time.
+            let keys = store::member_keys(conn, store_path, &known, &needs.group_keys)?;
+            for chunk in keys.chunks(batch_size()) {
+                plan_batch(store::load_keys(conn, store_path, chunk)?)?;
+            }
+            return Ok(());
+        }
+        let mut failed = None;
+        store::user_batches(
+            conn,
+            store_path,
+            batch_size(),
+            &mut |users| match plan_batch(users) {
                 Ok(()) => true,
                 Err(f) => {
                     failed = Some(f);
                     false
                 }
-            }
-        })?;
+            },
+        )?;
         failed.map_or(Ok(()), Err)
     })
 }

@@ -13,10 +13,16 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], offline: bool, format: ValidateFormat) 
     let (ms, mut problems) = parse_all(&files);
     problems.extend(crate::plan::check_offline(&ms, &policy, ctx.now));
     if !offline {
+        // Whether the named users and groups exist; no user's state is loaded.
         let st = ctx.open_store()?;
         let needs = crate::plan::needs(&ms);
-        let actual = crate::store::load(st.conn(), st.path(), &needs, None)?;
-        problems.extend(crate::plan::check_known(&ms, &actual));
+        let users = crate::store::existing_users(st.conn(), st.path(), &needs.user_keys)?;
+        let groups = crate::store::load_groups(st.conn(), st.path())?;
+        problems.extend(crate::plan::check_known_in(
+            &ms,
+            &|k| users.contains(k),
+            &|g| groups.contains_key(g),
+        ));
     }
     let located = manifest::locate_all(problems, &files);
     match format {

@@ -5,7 +5,7 @@ use super::{map_err, revision, Result};
 use crate::model::{key_of, AppPassword, Device, Group, Method, Session, Timestamp, User};
 use crate::plan::{Actual, Needs};
 use rusqlite::Connection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Which users to read.
@@ -47,6 +47,65 @@ pub fn load(conn: &Connection, path: &Path, needs: &Needs, actor: Option<&str>) 
     })
 }
 
+/// Which of `keys` are users in the store.
+pub fn existing_users(
+    conn: &Connection,
+    path: &Path,
+    keys: &BTreeSet<String>,
+) -> Result<BTreeSet<String>> {
+    let e = |e| map_err(path, "read users", e);
+    super::read_snapshot(conn, path, || {
+        fill_want(conn, keys.iter().map(String::as_str)).map_err(e)?;
+        let mut stmt = conn
+            .prepare_cached("SELECT w.key FROM temp.want w CROSS JOIN users u ON u.key = w.key")
+            .map_err(e)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(e)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(e)
+    })
+}
+
+/// The keys of `users` (which exist) and of every member of `groups`, sorted and unique.
+pub fn member_keys(
+    conn: &Connection,
+    path: &Path,
+    users: &BTreeSet<String>,
+    groups: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let e = |e| map_err(path, "read group members", e);
+    super::read_snapshot(conn, path, || {
+        fill_want(conn, users.iter().map(String::as_str)).map_err(e)?;
+        let mut members = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO temp.want (key) SELECT user_key FROM memberships WHERE group_key = ?1",
+            )
+            .map_err(e)?;
+        for g in groups {
+            members.execute([g]).map_err(e)?;
+        }
+        let mut stmt = conn
+            .prepare_cached("SELECT key FROM temp.want ORDER BY key")
+            .map_err(e)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(e)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(e)
+    })
+}
+
+/// These users (by key, sorted) with every child row; keys without a user are left out.
+pub fn load_keys(
+    conn: &Connection,
+    path: &Path,
+    keys: &[String],
+) -> Result<BTreeMap<String, User>> {
+    load_users(
+        conn,
+        path,
+        Scope::Keys {
+            users: keys,
+            groups: &[],
+        },
+    )
+}
+
 /// The actor as the store knows them (`None` when no actor was given).
 pub fn load_actor(actual: &Actual, actor: Option<&str>) -> crate::policy::Actor {
     use crate::policy::Actor;
@@ -63,7 +122,7 @@ pub fn load_actor(actual: &Actual, actor: Option<&str>) -> crate::policy::Actor 
     }
 }
 
-pub(crate) fn load_groups(conn: &Connection, path: &Path) -> Result<BTreeMap<String, Group>> {
+pub fn load_groups(conn: &Connection, path: &Path) -> Result<BTreeMap<String, Group>> {
     let e = |e| map_err(path, "read groups", e);
     let mut stmt = conn
         .prepare_cached("SELECT key, name, role_assignable FROM groups")

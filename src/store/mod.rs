@@ -15,7 +15,7 @@ pub use directory::{
     export, export_with, import, import_with_progress, parse as directory_parse, show,
     user_batches, ExportPart, EXPORT_BATCH,
 };
-pub use load::{load, load_actor};
+pub use load::{existing_users, load, load_actor, load_groups, load_keys, member_keys};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
