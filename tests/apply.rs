@@ -432,3 +432,65 @@ fn on_a_terminal_apply_shows_the_plan_in_colour_and_asks_for_yes() {
     let o = on_a_terminal(&env, &format!("--no-color plan m --actor {ADMIN}"), "");
     assert!(!o.stdout.contains('\x1b'), "--no-color: {}", o.stdout);
 }
+
+/// Passwords are hashed on a second thread while the changes are written: each user's stored
+/// hash must be of the password the credentials file gives that user, and of no other.
+#[test]
+fn each_reset_user_gets_the_hash_of_their_own_password() {
+    use argon2::{PasswordHash, PasswordVerifier};
+    let env = Env::example();
+    let users = [
+        "alice@contoso.example",
+        "bob@contoso.example",
+        "carol@contoso.example",
+        "henry@contoso.example",
+    ];
+    env.write(
+        "m/reset.yaml",
+        &manifest(
+            "reset",
+            &format!(
+                "  - users: [{}]\n    reset-password-before: 2026-11-30T00:00:00Z\n",
+                users.join(", ")
+            ),
+        ),
+    );
+    let o = env.run(&[
+        "apply",
+        "m",
+        "--auto-approve",
+        "--actor",
+        ADMIN,
+        "--credentials-out",
+        "creds.txt",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let text = std::fs::read_to_string(env.path("creds.txt")).unwrap();
+    let issued: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once('\t')).collect();
+    assert_eq!(
+        issued.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+        users,
+        "{text}"
+    );
+    let db = rusqlite::Connection::open(&env.store).unwrap();
+    for (user, _) in &issued {
+        let stored: String = db
+            .query_row(
+                "SELECT password_hash FROM users WHERE key = ?1",
+                [user],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let hash = PasswordHash::new(&stored).unwrap();
+        for (other, password) in &issued {
+            let ok = argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok();
+            assert_eq!(
+                ok,
+                user == other,
+                "{user}'s hash against {other}'s password"
+            );
+        }
+    }
+}

@@ -10,7 +10,7 @@ use crate::plan::Plan;
 use crate::policy::{Policy, Verdict};
 use crate::render::{self, escape_text};
 use crate::sources::io_reason;
-use crate::store::{self, ResetSecret, Store};
+use crate::store::{self, Store};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -224,33 +224,59 @@ fn apply_locked_with(
         .filter(|c| matches!(c.action, Action::ResetPassword { .. }))
         .map(|c| c.user.as_str())
         .collect();
-    let mut secrets = BTreeMap::new();
-    let creds = match (&opts.credentials_out, resets.is_empty()) {
-        (Some(file), false) => {
-            let issued: Vec<(&str, Secret)> = resets.iter().map(|u| (*u, new_password())).collect();
-            for (u, pw) in &issued {
-                secrets.insert(
-                    key_of(u),
-                    ResetSecret {
-                        hash: hash_password(pw)?,
-                    },
-                );
-            }
+    let issued: Vec<(&str, Secret)> = match (&opts.credentials_out, resets.is_empty()) {
+        (Some(_), false) => resets.iter().map(|u| (*u, new_password())).collect(),
+        _ => Vec::new(),
+    };
+    if issued.iter().any(|(_, pw)| pw.expose().is_empty()) {
+        return Err(Failure::error(
+            "the OS random number generator is unavailable; nothing was applied",
+        ));
+    }
+    let creds = match &opts.credentials_out {
+        Some(file) if !issued.is_empty() => {
             write_credentials(file, &issued)?;
             Some((file.clone(), issued.len()))
         }
         _ => None,
     };
-    let committed = store::apply_plan_with_progress(
-        &tx,
-        path,
-        plan,
-        actor,
-        now,
-        &secrets,
-        opts.accept_broken_audit,
-        progress,
-    )
+    // argon2 takes ~30 ms a password by design: a second thread hashes them, in the plan's order,
+    // while this one writes, and each reset waits only for its own hash.
+    let committed = std::thread::scope(|scope| {
+        let (hashed_out, hashed) = std::sync::mpsc::channel::<(String, Result<String, String>)>();
+        scope.spawn(move || {
+            for (u, pw) in issued {
+                let hash = hash_password(&pw).map_err(|f| f.to_string());
+                if hashed_out.send((key_of(u), hash)).is_err() {
+                    return; // the writer stopped
+                }
+            }
+        });
+        let mut early: BTreeMap<String, Result<String, String>> = BTreeMap::new();
+        let mut hashes = move |key: &str| -> Result<String, String> {
+            if let Some(h) = early.remove(key) {
+                return h;
+            }
+            for (k, h) in hashed.iter() {
+                if k == key {
+                    return h;
+                }
+                early.insert(k, h);
+            }
+            Err(format!("internal: no temporary password for {key}"))
+        };
+        // `hashes` owns the receiver: dropping it after a failed apply stops the hashing thread.
+        store::apply_plan(
+            &tx,
+            path,
+            plan,
+            actor,
+            now,
+            &mut hashes,
+            opts.accept_broken_audit,
+            progress,
+        )
+    })
     .and_then(|rev| store::commit(tx, path).map(|_| rev));
     match committed {
         Ok(revision) => {

@@ -7,46 +7,23 @@ use crate::plan::Plan;
 use crate::policy::Verdict;
 use crate::render::json::slice_value;
 use rusqlite::{params, Transaction};
-use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The argon2 hash of a new temporary password, by user key. The clear text never comes here.
-pub struct ResetSecret {
-    pub hash: String,
-}
+/// The argon2 hash of the new temporary password of the user with this key (the clear text never
+/// comes here), or why there is none.
+pub type PasswordHashes<'a> = dyn FnMut(&str) -> std::result::Result<String, String> + 'a;
 
-/// Writes `plan` (already checked: every change allowed) and returns the new store revision.
+/// Writes `plan` (already checked: every change allowed) and returns the new store revision,
+/// calling `progress(done, total)` now and then as the changes are written. `hashes` is asked
+/// for each reset password's hash when its change is written.
+#[allow(clippy::too_many_arguments)]
 pub fn apply_plan(
     tx: &Transaction<'_>,
     path: &Path,
     plan: &Plan,
     actor: &str,
     now: Timestamp,
-    secrets: &BTreeMap<String, ResetSecret>,
-    accept_broken_audit: bool,
-) -> Result<i64> {
-    let mut no_progress = |_, _| {};
-    apply_plan_with_progress(
-        tx,
-        path,
-        plan,
-        actor,
-        now,
-        secrets,
-        accept_broken_audit,
-        &mut no_progress,
-    )
-}
-
-/// [`apply_plan`], calling `progress(done, total)` now and then as the changes are written.
-#[allow(clippy::too_many_arguments)]
-pub fn apply_plan_with_progress(
-    tx: &Transaction<'_>,
-    path: &Path,
-    plan: &Plan,
-    actor: &str,
-    now: Timestamp,
-    secrets: &BTreeMap<String, ResetSecret>,
+    hashes: &mut PasswordHashes,
     accept_broken_audit: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<i64> {
@@ -164,12 +141,7 @@ pub fn apply_plan_with_progress(
                     before,
                 )?,
                 Action::ResetPassword { set_at, .. } => {
-                    let hash = secrets.get(&key).map(|s| s.hash.as_str()).ok_or_else(|| {
-                        super::StoreError::Invalid(format!(
-                            "internal: no temporary password for {}",
-                            c.user
-                        ))
-                    })?;
+                    let hash = hashes(&key).map_err(super::StoreError::Invalid)?;
                     tx.prepare_cached(
                     "UPDATE users SET password_set_at = ?2, must_change_password = 1, password_hash = ?3
                      WHERE key = ?1",

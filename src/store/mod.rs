@@ -10,7 +10,7 @@ mod directory;
 mod load;
 mod schema;
 
-pub use apply::{apply_plan, apply_plan_with_progress, failpoint, plan_applied, ResetSecret};
+pub use apply::{apply_plan, failpoint, plan_applied, PasswordHashes};
 pub use directory::{
     export, export_with, import, import_with_progress, parse as directory_parse, show,
     user_batches, ExportPart, EXPORT_BATCH,
