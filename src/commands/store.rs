@@ -494,6 +494,82 @@ mod tests {
         }
     }
 
+    /// A flow rendering of users, as generators write them (values unquoted: an awkward one
+    /// makes it another document, or no YAML at all).
+    fn flow(users: &[User]) -> String {
+        let t = |t: &Timestamp| t.to_string();
+        let opt = |t: &Option<Timestamp>| t.as_ref().map_or("null".to_string(), t_str);
+        fn t_str(t: &Timestamp) -> String {
+            t.to_string()
+        }
+        let mut out = String::new();
+        for u in users {
+            out.push_str(&format!(
+                "  - {{id: {}, display-name: {}, enabled: {}, roles: [{}], groups: [{}], password-set-at: {},\n      must-change-password: {}, sessions-valid-from: {},\n      methods: [{}],\n      sessions: [{}]}}\n",
+                u.id,
+                u.display_name,
+                u.enabled,
+                u.roles.join(", "),
+                u.groups.join(", "),
+                opt(&u.password_set_at),
+                u.must_change_password,
+                opt(&u.sessions_valid_from),
+                u.methods
+                    .iter()
+                    .map(|m| format!("{{id: {}, kind: {}, registered-at: {}}}", m.id, m.kind, t(&m.registered_at)))
+                    .collect::<Vec<_>>()
+                    .join(",\n        "),
+                u.sessions
+                    .iter()
+                    .map(|s| format!("{{id: {}, issued-at: {}}}", s.id, t(&s.issued_at)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        /// The plain-YAML reader reads the export layout and the flow layout as serde_yaml does,
+        /// or leaves the text to it; and it does read every user whose strings print plain.
+        #[test]
+        fn the_plain_reader_agrees_with_serde_yaml_or_declines(users in prop::collection::vec(user(), 1..4)) {
+            let mut block = String::new();
+            for u in &users {
+                prop_assert!(write_user(&mut block, u).is_ok());
+            }
+            for text in [block, flow(&users)] {
+                let slow: Option<Vec<User>> = serde_yaml::from_str(&text).ok();
+                let fast = store::plain_yaml::users(&text);
+                if fast.is_some() {
+                    prop_assert_eq!(&fast, &slow, "{}", text);
+                }
+                let plain_strings = users.iter().all(|u| {
+                    let mut all = vec![&u.id, &u.display_name];
+                    all.extend(&u.roles);
+                    all.extend(&u.groups);
+                    all.extend(u.methods.iter().flat_map(|m| [&m.id, &m.kind]));
+                    all.extend(u.sessions.iter().map(|s| &s.id));
+                    all.extend(u.trusted_devices.iter().flat_map(|d| [&d.id, &d.name]));
+                    all.extend(u.app_passwords.iter().flat_map(|a| [&a.id, &a.name]));
+                    let times = [u.password_set_at, u.registration_valid_from, u.sessions_valid_from, u.devices_valid_from]
+                        .into_iter()
+                        .flatten()
+                        .chain(u.methods.iter().map(|m| m.registered_at))
+                        .chain(u.sessions.iter().map(|s| s.issued_at))
+                        .chain(u.trusted_devices.iter().map(|d| d.remembered_at))
+                        .chain(u.app_passwords.iter().map(|a| a.created_at));
+                    all.iter().all(|s| plain(s) && !matches!(s.to_ascii_lowercase().as_str(), "y" | "n" | "yes" | "no" | "on" | "off"))
+                        && times.into_iter().all(|t| crate::render::text::rfc3339(t).is_some())
+                });
+                if plain_strings && slow.is_some() {
+                    prop_assert!(fast.is_some(), "declined a plain document:\n{}", text);
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_example_directory_exports_as_serde_yaml_writes_it() {
         let dir = store::directory_parse("d", crate::commands::demo::DIRECTORY).unwrap();

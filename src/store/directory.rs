@@ -11,12 +11,16 @@ use std::path::Path;
 /// Parses and checks a directory file; errors are `FILE:LINE:COL: message` lines.
 pub fn parse(file: &str, text: &str) -> std::result::Result<Directory, Vec<String>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if let Err((line, col, msg)) = crate::manifest::guard::check_nesting(text) {
-        return Err(vec![format!("{file}:{line}:{col}: {msg}")]);
-    }
+    // Every serde_yaml parse sits behind the nesting guard (libyaml takes quadratic time on
+    // deep nesting); the plain-YAML reader limits its own depth.
     let parsed = match parse_in_pieces(text) {
         Some(dir) => Ok(dir),
-        None => serde_yaml::from_str(text),
+        None => {
+            if let Err((line, col, msg)) = crate::manifest::guard::check_nesting(text) {
+                return Err(vec![format!("{file}:{line}:{col}: {msg}")]);
+            }
+            serde_yaml::from_str(text)
+        }
     };
     let dir: Directory = parsed.map_err(|e| {
         let loc = e
@@ -85,19 +89,27 @@ pub fn parse(file: &str, text: &str) -> std::result::Result<Directory, Vec<Strin
     }
 }
 
-/// Files smaller than this are parsed whole.
-const PIECES_FROM_BYTES: usize = 4 << 20;
 /// About this many bytes of users per piece.
 const PIECE_BYTES: usize = 1 << 20;
 
-/// A large directory file parsed in pieces, on every core: serde_yaml holds all of a
-/// document's events in memory (over a gigabyte for 100,000 users) and parses about 15 MB/s.
-/// Only for the plain layout that export and the usual tools write — the groups, then `users:`
-/// on a line of its own as the last top-level key, then a block list of users, with no anchors,
-/// aliases, tags or document markers — and only when the head and every piece parse. `None`
-/// otherwise, and the whole document is parsed as before, so every message stays the same.
+/// A piece of the users list: by the plain-YAML reader when it lies in its subset, else by
+/// serde_yaml (behind the nesting guard); `None` when neither reads it.
+fn piece_users(text: &str) -> Option<Vec<User>> {
+    super::plain_yaml::users(text).or_else(|| {
+        crate::manifest::guard::check_nesting(text).ok()?;
+        serde_yaml::from_str(text).ok()
+    })
+}
+
+/// A directory file parsed in pieces, on every core, each piece by the plain-YAML reader when
+/// it can (several times faster than serde_yaml, which also holds all of a document's events in
+/// memory: over a gigabyte for 100,000 users). Only for the plain layout that export and the
+/// usual tools write — the groups, then `users:` on a line of its own as the last top-level key,
+/// then a block list of users, with no anchors, aliases, tags or document markers — and only
+/// when the head and every piece parse. `None` otherwise, and the whole document is parsed by
+/// serde_yaml, so every message stays the same.
 fn parse_in_pieces(text: &str) -> Option<Directory> {
-    if text.len() < PIECES_FROM_BYTES || text.contains(['&', '*', '!', '\t', '\r']) {
+    if text.contains(['&', '*', '!', '\t', '\r']) {
         return None;
     }
     let at = if text.starts_with("users:\n") {
@@ -146,6 +158,7 @@ fn parse_in_pieces(text: &str) -> Option<Directory> {
     let groups = if head.trim().is_empty() {
         Vec::new()
     } else {
+        crate::manifest::guard::check_nesting(head).ok()?;
         let head: Directory = serde_yaml::from_str(head).ok()?;
         if !head.users.is_empty() {
             return None;
@@ -165,7 +178,7 @@ fn parse_in_pieces(text: &str) -> Option<Directory> {
                 let Some(piece) = pieces.get(i) else {
                     return Some(done);
                 };
-                done.push((i, serde_yaml::from_str::<Vec<User>>(piece).ok()?));
+                done.push((i, piece_users(piece)?));
             }
         };
         let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
@@ -519,7 +532,7 @@ mod tests {
             (true, "users:\n"),
         ] {
             let text = big(40_000, flow, head);
-            assert!(text.len() > PIECES_FROM_BYTES);
+            assert!(text.len() > 2 * PIECE_BYTES, "several pieces");
             let pieces = parse_in_pieces(&text).expect("the plain layout parses in pieces");
             let whole: Directory = serde_yaml::from_str(&text).expect("valid");
             assert_eq!(pieces, whole);

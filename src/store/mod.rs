@@ -8,6 +8,7 @@
 mod apply;
 mod directory;
 mod load;
+pub mod plain_yaml;
 mod schema;
 
 pub use apply::{apply_plan, failpoint, plan_applied, PasswordHashes};
