@@ -89,6 +89,45 @@ fn a_yaml_bomb_is_refused_quickly() {
     rejected(&env, &["store", "import", "dir.yaml"], "dir.yaml:");
 }
 
+/// Found by fuzzing the directory format (`fuzz/`): the fast reader of plain YAML skipped comment
+/// lines unread, so it accepted a NUL that YAML refuses anywhere; an import must refuse it as
+/// serde_yaml does, wherever the comment is. Deep nesting inside an otherwise plain users list
+/// is refused as well, not read by the fast reader.
+#[test]
+fn what_yaml_refuses_in_comments_or_depth_is_refused_by_import_too() {
+    let env = Env::example();
+    for (name, text) in [
+        (
+            "nul-head.yaml",
+            "#\0 a comment\ngroups: []\nusers:\n- id: m1@contoso.example\n",
+        ),
+        (
+            "nul-gap.yaml",
+            "groups: []\nusers:\n#\0id: a@x# The duhods:\n  - id: m1@contoso.example\n",
+        ),
+        (
+            "nul-after.yaml",
+            "users:\n- id: m1@contoso.example\n# \u{1}\n",
+        ),
+        ("c1.yaml", "users:\n- id: m1@contoso.example\n# \u{9f}\n"),
+    ] {
+        env.write(name, text);
+        let o = rejected(&env, &["store", "import", name], name);
+        assert!(!o.stderr.contains("Imported"), "{}", o.all());
+    }
+    let deep = format!(
+        "users:\n- id: m1@contoso.example\n  roles: {}{}\n",
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    );
+    env.write("deep-roles.yaml", &deep);
+    rejected(
+        &env,
+        &["store", "import", "deep-roles.yaml"],
+        "deep-roles.yaml",
+    );
+}
+
 #[test]
 fn deep_nesting_is_refused() {
     let env = Env::example();

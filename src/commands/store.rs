@@ -31,6 +31,11 @@ fn import_text_with(
     text: &str,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(usize, usize, i64), Failure> {
+    // The usual layout is parsed and written in one pass; anything else, and any problem, goes
+    // through the whole-document parse, which reports every problem.
+    if let Some(imported) = store::import_streamed(st, name, text, progress) {
+        return Ok(imported?);
+    }
     let dir = store::directory_parse(name, text).map_err(|lines| {
         let mut lines = lines;
         lines.push("error: nothing was imported".into());

@@ -3,7 +3,7 @@
 
 use super::load::{load_groups, load_users, normalize, Scope};
 use super::{bump_revision, map_err, Result, Store, StoreError};
-use crate::model::{key_of, Directory, User};
+use crate::model::{key_of, Directory, Group, User};
 use rusqlite::params;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -37,21 +37,41 @@ pub fn parse(file: &str, text: &str) -> std::result::Result<Directory, Vec<Strin
         )]
     })?;
     let mut problems = Vec::new();
+    check_groups(file, &dir.groups, &mut problems);
+    check_users(file, &dir.users, &mut BTreeSet::new(), &mut problems);
+    if problems.is_empty() {
+        Ok(dir)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Groups with an empty name or listed twice, as `FILE: message` lines.
+fn check_groups(file: &str, groups: &[Group], problems: &mut Vec<String>) {
     let mut seen_groups = BTreeSet::new();
-    for g in &dir.groups {
+    for g in groups {
         if g.name.trim().is_empty() {
             problems.push(format!("{file}: a group has an empty name"));
         } else if !seen_groups.insert(key_of(&g.name)) {
             problems.push(format!("{file}: group `{}` is listed twice", esc(&g.name)));
         }
     }
-    let mut seen_users = BTreeSet::new();
-    for u in &dir.users {
+}
+
+/// Users with an empty id, listed twice (`seen` holds the keys of the users before), or with two
+/// objects of a kind under one id, as `FILE: message` lines.
+fn check_users(
+    file: &str,
+    users: &[User],
+    seen: &mut BTreeSet<String>,
+    problems: &mut Vec<String>,
+) {
+    for u in users {
         if u.id.trim().is_empty() {
             problems.push(format!("{file}: a user has an empty id"));
             continue;
         }
-        if !seen_users.insert(u.key()) {
+        if !seen.insert(u.key()) {
             problems.push(format!("{file}: user `{}` is listed twice", esc(&u.id)));
         }
         let kinds: [(&str, Vec<&str>); 4] = [
@@ -82,11 +102,6 @@ pub fn parse(file: &str, text: &str) -> std::result::Result<Directory, Vec<Strin
             }
         }
     }
-    if problems.is_empty() {
-        Ok(dir)
-    } else {
-        Err(problems)
-    }
 }
 
 /// About this many bytes of users per piece.
@@ -109,62 +124,7 @@ fn piece_users(text: &str) -> Option<Vec<User>> {
 /// when the head and every piece parse. `None` otherwise, and the whole document is parsed by
 /// serde_yaml, so every message stays the same.
 fn parse_in_pieces(text: &str) -> Option<Directory> {
-    if text.contains(['&', '*', '!', '\t', '\r']) {
-        return None;
-    }
-    let at = if text.starts_with("users:\n") {
-        0
-    } else {
-        text.find("\nusers:\n")? + 1
-    };
-    let (head, body) = text.split_at(at);
-    let body = &body["users:\n".len()..];
-    let is_comment = |l: &str| l.trim().is_empty() || l.trim_start().starts_with('#');
-    // The root mapping starts at column 0, and nothing else in the head may be `users` or a
-    // document marker.
-    if head
-        .lines()
-        .find(|l| !is_comment(l))
-        .is_some_and(|l| l.starts_with(' '))
-        || head
-            .lines()
-            .any(|l| l.starts_with("users") || l.starts_with("---") || l.starts_with("..."))
-    {
-        return None;
-    }
-    // The list's indent is that of its first item; every line is a comment, an item at that
-    // indent, or deeper; the pieces start at items.
-    let first = body.lines().find(|l| !is_comment(l))?;
-    let indent = first.len() - first.trim_start_matches(' ').len();
-    let mut starts = Vec::new();
-    let mut offset = 0;
-    for line in body.split_inclusive('\n') {
-        if !is_comment(line) {
-            let this = line.len() - line.trim_start_matches(' ').len();
-            if this < indent || (this == indent && !line[indent..].starts_with("- ")) {
-                return None;
-            }
-            if this == indent && starts.last().is_none_or(|s| offset - s >= PIECE_BYTES) {
-                starts.push(offset);
-            }
-        }
-        offset += line.len();
-    }
-    let pieces: Vec<&str> = starts
-        .iter()
-        .zip(starts.iter().skip(1).chain([&body.len()]))
-        .map(|(a, b)| &body[*a..*b])
-        .collect();
-    let groups = if head.trim().is_empty() {
-        Vec::new()
-    } else {
-        crate::manifest::guard::check_nesting(head).ok()?;
-        let head: Directory = serde_yaml::from_str(head).ok()?;
-        if !head.users.is_empty() {
-            return None;
-        }
-        head.groups
-    };
+    let Split { groups, pieces, .. } = split(text)?;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(pieces.len());
@@ -197,6 +157,96 @@ fn parse_in_pieces(text: &str) -> Option<Directory> {
     })
 }
 
+/// Whether every character is one YAML accepts anywhere, comments included (a text with a NUL
+/// in a comment the pieces skip must still be refused, as serde_yaml refuses it).
+fn printable(text: &str) -> bool {
+    let bad = |c: char| {
+        (c.is_control() && c != '\n' && c != '\u{85}')
+            || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}')
+    };
+    if text.is_ascii() {
+        return !text.bytes().any(|b| b.is_ascii_control() && b != b'\n');
+    }
+    !text.chars().any(bad)
+}
+
+/// A document in the plain layout: its groups, and its users list cut into pieces at items.
+struct Split<'a> {
+    groups: Vec<Group>,
+    pieces: Vec<&'a str>,
+    /// How many users the list holds.
+    items: usize,
+}
+
+/// The plain layout of [`parse_in_pieces`], cut up; `None` for any other layout.
+fn split(text: &str) -> Option<Split<'_>> {
+    if text.contains(['&', '*', '!', '\t', '\r']) || !printable(text) {
+        return None;
+    }
+    let at = if text.starts_with("users:\n") {
+        0
+    } else {
+        text.find("\nusers:\n")? + 1
+    };
+    let (head, body) = text.split_at(at);
+    let body = &body["users:\n".len()..];
+    let is_comment = |l: &str| l.trim().is_empty() || l.trim_start().starts_with('#');
+    // The root mapping starts at column 0, and nothing else in the head may be `users` or a
+    // document marker.
+    if head
+        .lines()
+        .find(|l| !is_comment(l))
+        .is_some_and(|l| l.starts_with(' '))
+        || head
+            .lines()
+            .any(|l| l.starts_with("users") || l.starts_with("---") || l.starts_with("..."))
+    {
+        return None;
+    }
+    // The list's indent is that of its first item; every line is a comment, an item at that
+    // indent, or deeper; the pieces start at items.
+    let first = body.lines().find(|l| !is_comment(l))?;
+    let indent = first.len() - first.trim_start_matches(' ').len();
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    let mut items = 0;
+    for line in body.split_inclusive('\n') {
+        if !is_comment(line) {
+            let this = line.len() - line.trim_start_matches(' ').len();
+            if this < indent || (this == indent && !line[indent..].starts_with("- ")) {
+                return None;
+            }
+            if this == indent {
+                items += 1;
+                if starts.last().is_none_or(|s| offset - s >= PIECE_BYTES) {
+                    starts.push(offset);
+                }
+            }
+        }
+        offset += line.len();
+    }
+    let pieces: Vec<&str> = starts
+        .iter()
+        .zip(starts.iter().skip(1).chain([&body.len()]))
+        .map(|(a, b)| &body[*a..*b])
+        .collect();
+    let groups = if head.trim().is_empty() {
+        Vec::new()
+    } else {
+        crate::manifest::guard::check_nesting(head).ok()?;
+        let head: Directory = serde_yaml::from_str(head).ok()?;
+        if !head.users.is_empty() {
+            return None;
+        }
+        head.groups
+    };
+    Some(Split {
+        groups,
+        pieces,
+        items,
+    })
+}
+
 fn esc(s: &str) -> String {
     crate::render::escape_text(s).into_owned()
 }
@@ -213,6 +263,84 @@ pub fn import_with_progress(
     dir: &Directory,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(usize, usize, i64)> {
+    let imported = in_import_transaction(store, |tx, path| {
+        let mut known = write_groups(tx, path, &dir.groups)?;
+        write_users(tx, path, file, &dir.users, &mut known)?;
+        progress(dir.users.len(), dir.users.len());
+        Ok(Some((dir.groups.len(), dir.users.len())))
+    })?;
+    Ok(imported.unwrap_or((0, 0, 0)))
+}
+
+/// Parses and imports `text` in one pass when it is in the plain layout of [`parse_in_pieces`]:
+/// a second thread parses the pieces of the users list, in order, while this one checks and
+/// writes the pieces before, so parsing costs little wall time and only a few pieces are held at
+/// once. `None`, with nothing written, when the text is in another layout or any piece does not
+/// parse or check: the caller then parses the whole document and reports its problems as usual.
+pub fn import_streamed(
+    store: &mut Store,
+    file: &str,
+    text: &str,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Option<Result<(usize, usize, i64)>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Split {
+        groups,
+        pieces,
+        items,
+    } = split(text)?;
+    let mut problems = Vec::new();
+    check_groups(file, &groups, &mut problems);
+    if !problems.is_empty() {
+        return None;
+    }
+    let imported = in_import_transaction(store, |tx, path| {
+        let mut known = write_groups(tx, path, &groups)?;
+        let mut seen = BTreeSet::new();
+        let mut done = 0;
+        std::thread::scope(|scope| {
+            let (parsed_out, parsed) = std::sync::mpsc::sync_channel::<Option<Vec<User>>>(2);
+            scope.spawn(move || {
+                for piece in pieces {
+                    let users = piece_users(piece);
+                    let failed = users.is_none();
+                    if parsed_out.send(users).is_err() || failed {
+                        return; // the writer stopped, or this piece is not ours
+                    }
+                }
+            });
+            for users in parsed {
+                let Some(users) = users else {
+                    return Ok(None);
+                };
+                check_users(file, &users, &mut seen, &mut problems);
+                let unknown_group = users
+                    .iter()
+                    .flat_map(|u| &u.groups)
+                    .any(|g| !known.contains(&key_of(g)));
+                // The whole-document path reports these, in its order.
+                if !problems.is_empty() || unknown_group {
+                    return Ok(None);
+                }
+                write_users(tx, path, file, &users, &mut known)?;
+                done += users.len();
+                progress(done, items.max(done));
+            }
+            Ok(Some((groups.len(), done)))
+        })
+    });
+    match imported {
+        Ok(None) => None,
+        other => Some(other.map(|i| i.unwrap_or((0, 0, 0)))),
+    }
+}
+
+/// Runs `write` in one `BEGIN IMMEDIATE` transaction with a large page cache, bumping the revision
+/// and committing when it returns `Some((groups, users))`; rolling back when it returns `None`.
+fn in_import_transaction(
+    store: &mut Store,
+    write: impl FnOnce(&rusqlite::Transaction, &Path) -> Result<Option<(usize, usize)>>,
+) -> Result<Option<(usize, usize, i64)>> {
     let path = store.path().to_path_buf();
     // A 64 MiB page cache for the import's transaction: with SQLite's default 2 MB, an import of
     // 100,000 users spills dirty pages to the WAL over and over, which measured 1.7× slower.
@@ -224,7 +352,17 @@ pub fn import_with_progress(
         .conn()
         .pragma_update(None, "cache_size", IMPORT_CACHE_KIB)
         .map_err(|e| map_err(&path, "import", e))?;
-    let imported = import_in(store, file, dir, progress);
+    let imported = (|| {
+        let tx = store.begin()?;
+        let Some((groups, users)) = write(&tx, &path)? else {
+            return Ok(None); // dropped: rolled back
+        };
+        tx.execute_batch("DELETE FROM temp.imported")
+            .map_err(|e| map_err(&path, "import", e))?;
+        let revision = bump_revision(&tx, &path)?;
+        super::commit(tx, &path)?;
+        Ok(Some((groups, users, revision)))
+    })();
     store
         .conn()
         .pragma_update(None, "cache_size", cache)
@@ -235,167 +373,166 @@ pub fn import_with_progress(
 /// The import's page cache, in KiB (negative: SQLite's unit for a size rather than pages).
 const IMPORT_CACHE_KIB: i64 = -65_536;
 
-fn import_in(
-    store: &mut Store,
-    file: &str,
-    dir: &Directory,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<(usize, usize, i64)> {
-    let path = store.path().to_path_buf();
-    let tx = store.begin()?;
-    let e = |e| map_err(&path, "import", e);
-    let mut known_groups: BTreeSet<String> = load_groups(&tx, &path)?.into_keys().collect();
-    {
-        let mut up = tx
-            .prepare_cached(
-                "INSERT INTO groups (key, name, role_assignable) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET name = excluded.name, role_assignable = excluded.role_assignable",
-            )
-            .map_err(e)?;
-        for g in &dir.groups {
-            up.execute(params![key_of(&g.name), g.name, g.role_assignable])
-                .map_err(e)?;
-            known_groups.insert(key_of(&g.name));
-        }
-        for u in &dir.users {
-            for g in &u.groups {
-                if !known_groups.contains(&key_of(g)) {
-                    return Err(StoreError::Invalid(format!(
-                        "{file}: user `{}` is in group `{}`, which is neither in the file's `groups:` nor in the store; add it to `groups:`",
-                        esc(&u.id),
-                        esc(g)
-                    )));
-                }
-            }
-        }
-        let mut user_up = tx
-            .prepare_cached(
-                "INSERT INTO users (key, id, display_name, enabled, password_set_at, must_change_password,
-                                    password_hash, registration_valid_from, sessions_valid_from, devices_valid_from)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?9)
-                 ON CONFLICT (key) DO UPDATE SET
-                    id = excluded.id, display_name = excluded.display_name, enabled = excluded.enabled,
-                    password_hash = CASE WHEN users.password_set_at IS excluded.password_set_at
-                                         THEN users.password_hash END,
-                    password_set_at = excluded.password_set_at,
-                    must_change_password = excluded.must_change_password,
-                    registration_valid_from = excluded.registration_valid_from,
-                    sessions_valid_from = excluded.sessions_valid_from,
-                    devices_valid_from = excluded.devices_valid_from",
-            )
-            .map_err(e)?;
-        // Each listed user's old rows go in one statement per table, through a temporary table of
-        // their keys, rather than six statements per user (most of an import's statements).
-        tx.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS imported (key TEXT PRIMARY KEY) WITHOUT ROWID;
-             DELETE FROM temp.imported;",
+/// Upserts the groups; the keys of every group the store then knows.
+fn write_groups(
+    tx: &rusqlite::Transaction,
+    path: &Path,
+    groups: &[Group],
+) -> Result<BTreeSet<String>> {
+    let e = |e| map_err(path, "import", e);
+    let mut known: BTreeSet<String> = load_groups(tx, path)?.into_keys().collect();
+    let mut up = tx
+        .prepare_cached(
+            "INSERT INTO groups (key, name, role_assignable) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET name = excluded.name, role_assignable = excluded.role_assignable",
         )
         .map_err(e)?;
-        let mut listed = tx
-            .prepare_cached("INSERT OR IGNORE INTO temp.imported (key) VALUES (?1)")
+    for g in groups {
+        up.execute(params![key_of(&g.name), g.name, g.role_assignable])
             .map_err(e)?;
-        let mut role = tx
-            .prepare_cached("INSERT OR IGNORE INTO user_roles (user_key, role) VALUES (?1, ?2)")
-            .map_err(e)?;
-        let mut member = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO memberships (user_key, group_key) VALUES (?1, ?2)",
-            )
-            .map_err(e)?;
-        let mut method = tx
-            .prepare_cached(
-                "INSERT INTO methods (user_key, id, kind, registered_at) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .map_err(e)?;
-        let mut session = tx
-            .prepare_cached("INSERT INTO sessions (user_key, id, issued_at) VALUES (?1, ?2, ?3)")
-            .map_err(e)?;
-        let mut device = tx
-            .prepare_cached("INSERT INTO trusted_devices (user_key, id, name, remembered_at) VALUES (?1, ?2, ?3, ?4)")
-            .map_err(e)?;
-        let mut app = tx
-            .prepare_cached("INSERT INTO app_passwords (user_key, id, name, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .map_err(e)?;
-        let ts = |t: Option<crate::model::Timestamp>| t.map(|t| t.unix());
-        // Progress counts users: each is written in two passes (its record, then its rows).
-        let total = dir.users.len();
-        // A user listed twice (only possible past `parse`) is replaced by its last record.
-        let mut last: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for (i, u) in dir.users.iter().enumerate() {
-            let k = u.key();
-            listed.execute([&k]).map_err(e)?;
-            user_up
-                .execute(params![
-                    k,
-                    u.id,
-                    u.display_name,
-                    u.enabled,
-                    ts(u.password_set_at),
-                    u.must_change_password,
-                    ts(u.registration_valid_from),
-                    ts(u.sessions_valid_from),
-                    ts(u.devices_valid_from)
-                ])
-                .map_err(e)?;
-            last.insert(k, i);
-            if i % 1024 == 0 {
-                progress(i / 2, total);
-            }
-        }
-        for t in [
-            "user_roles",
-            "memberships",
-            "methods",
-            "sessions",
-            "trusted_devices",
-            "app_passwords",
-        ] {
-            tx.execute(
-                &format!("DELETE FROM {t} WHERE user_key IN (SELECT key FROM temp.imported)"),
-                [],
-            )
-            .map_err(e)?;
-        }
-        for (i, u) in dir.users.iter().enumerate() {
-            let k = u.key();
-            if last.get(&k) != Some(&i) {
-                continue;
-            }
-            if i % 1024 == 0 {
-                progress((total + i) / 2, total);
-            }
-            for r in &u.roles {
-                role.execute(params![k, r]).map_err(e)?;
-            }
-            for g in &u.groups {
-                member.execute(params![k, key_of(g)]).map_err(e)?;
-            }
-            for m in &u.methods {
-                method
-                    .execute(params![k, m.id, m.kind, m.registered_at.unix()])
-                    .map_err(e)?;
-            }
-            for s in &u.sessions {
-                session
-                    .execute(params![k, s.id, s.issued_at.unix()])
-                    .map_err(e)?;
-            }
-            for d in &u.trusted_devices {
-                device
-                    .execute(params![k, d.id, d.name, d.remembered_at.unix()])
-                    .map_err(e)?;
-            }
-            for a in &u.app_passwords {
-                app.execute(params![k, a.id, a.name, a.created_at.unix()])
-                    .map_err(e)?;
+        known.insert(key_of(&g.name));
+    }
+    Ok(known)
+}
+
+/// Replaces each of `users`' records as a whole (a user listed twice by its last record). Every
+/// group a user is in must be `known`.
+fn write_users(
+    tx: &rusqlite::Transaction,
+    path: &Path,
+    file: &str,
+    users: &[User],
+    known: &mut BTreeSet<String>,
+) -> Result<()> {
+    let e = |e| map_err(path, "import", e);
+    for u in users {
+        for g in &u.groups {
+            if !known.contains(&key_of(g)) {
+                return Err(StoreError::Invalid(format!(
+                    "{file}: user `{}` is in group `{}`, which is neither in the file's `groups:` nor in the store; add it to `groups:`",
+                    esc(&u.id),
+                    esc(g)
+                )));
             }
         }
     }
-    tx.execute_batch("DELETE FROM temp.imported").map_err(e)?;
-    progress(dir.users.len(), dir.users.len());
-    let revision = bump_revision(&tx, &path)?;
-    super::commit(tx, &path)?;
-    Ok((dir.groups.len(), dir.users.len(), revision))
+    let mut user_up = tx
+        .prepare_cached(
+            "INSERT INTO users (key, id, display_name, enabled, password_set_at, must_change_password,
+                                password_hash, registration_valid_from, sessions_valid_from, devices_valid_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?9)
+             ON CONFLICT (key) DO UPDATE SET
+                id = excluded.id, display_name = excluded.display_name, enabled = excluded.enabled,
+                password_hash = CASE WHEN users.password_set_at IS excluded.password_set_at
+                                     THEN users.password_hash END,
+                password_set_at = excluded.password_set_at,
+                must_change_password = excluded.must_change_password,
+                registration_valid_from = excluded.registration_valid_from,
+                sessions_valid_from = excluded.sessions_valid_from,
+                devices_valid_from = excluded.devices_valid_from",
+        )
+        .map_err(e)?;
+    // Each listed user's old rows go in one statement per table, through a temporary table of
+    // their keys, rather than six statements per user (most of an import's statements).
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS imported (key TEXT PRIMARY KEY) WITHOUT ROWID;
+         DELETE FROM temp.imported;",
+    )
+    .map_err(e)?;
+    let mut listed = tx
+        .prepare_cached("INSERT OR IGNORE INTO temp.imported (key) VALUES (?1)")
+        .map_err(e)?;
+    let mut role = tx
+        .prepare_cached("INSERT OR IGNORE INTO user_roles (user_key, role) VALUES (?1, ?2)")
+        .map_err(e)?;
+    let mut member = tx
+        .prepare_cached("INSERT OR IGNORE INTO memberships (user_key, group_key) VALUES (?1, ?2)")
+        .map_err(e)?;
+    let mut method = tx
+        .prepare_cached(
+            "INSERT INTO methods (user_key, id, kind, registered_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(e)?;
+    let mut session = tx
+        .prepare_cached("INSERT INTO sessions (user_key, id, issued_at) VALUES (?1, ?2, ?3)")
+        .map_err(e)?;
+    let mut device = tx
+        .prepare_cached(
+            "INSERT INTO trusted_devices (user_key, id, name, remembered_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(e)?;
+    let mut app = tx
+        .prepare_cached(
+            "INSERT INTO app_passwords (user_key, id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(e)?;
+    let ts = |t: Option<crate::model::Timestamp>| t.map(|t| t.unix());
+    // A user listed twice (only possible past `parse`) is replaced by its last record.
+    let mut last: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, u) in users.iter().enumerate() {
+        let k = u.key();
+        listed.execute([&k]).map_err(e)?;
+        user_up
+            .execute(params![
+                k,
+                u.id,
+                u.display_name,
+                u.enabled,
+                ts(u.password_set_at),
+                u.must_change_password,
+                ts(u.registration_valid_from),
+                ts(u.sessions_valid_from),
+                ts(u.devices_valid_from)
+            ])
+            .map_err(e)?;
+        last.insert(k, i);
+    }
+    for t in [
+        "user_roles",
+        "memberships",
+        "methods",
+        "sessions",
+        "trusted_devices",
+        "app_passwords",
+    ] {
+        tx.execute(
+            &format!("DELETE FROM {t} WHERE user_key IN (SELECT key FROM temp.imported)"),
+            [],
+        )
+        .map_err(e)?;
+    }
+    for (i, u) in users.iter().enumerate() {
+        let k = u.key();
+        if last.get(&k) != Some(&i) {
+            continue;
+        }
+        for r in &u.roles {
+            role.execute(params![k, r]).map_err(e)?;
+        }
+        for g in &u.groups {
+            member.execute(params![k, key_of(g)]).map_err(e)?;
+        }
+        for m in &u.methods {
+            method
+                .execute(params![k, m.id, m.kind, m.registered_at.unix()])
+                .map_err(e)?;
+        }
+        for s in &u.sessions {
+            session
+                .execute(params![k, s.id, s.issued_at.unix()])
+                .map_err(e)?;
+        }
+        for d in &u.trusted_devices {
+            device
+                .execute(params![k, d.id, d.name, d.remembered_at.unix()])
+                .map_err(e)?;
+        }
+        for a in &u.app_passwords {
+            app.execute(params![k, a.id, a.name, a.created_at.unix()])
+                .map_err(e)?;
+        }
+    }
+    Ok(())
 }
 
 /// The whole directory, sorted, without secrets.
@@ -536,6 +673,61 @@ mod tests {
             let pieces = parse_in_pieces(&text).expect("the plain layout parses in pieces");
             let whole: Directory = serde_yaml::from_str(&text).expect("valid");
             assert_eq!(pieces, whole);
+        }
+    }
+
+    /// The store after importing `text` the streamed way, or `None` when that declined (and then
+    /// the store must be untouched).
+    fn streamed(text: &str) -> Option<Directory> {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut st, _) = Store::init(&tmp.path().join("s.db"), std::time::Duration::ZERO).unwrap();
+        let before = export(&st).unwrap();
+        match import_streamed(&mut st, "f", text, &mut |_, _| {}) {
+            Some(imported) => {
+                imported.unwrap();
+                Some(export(&st).unwrap())
+            }
+            None => {
+                assert_eq!(export(&st).unwrap(), before, "a declined import wrote");
+                None
+            }
+        }
+    }
+
+    /// The store after the whole-document parse and import.
+    fn whole(text: &str) -> Directory {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut st, _) = Store::init(&tmp.path().join("s.db"), std::time::Duration::ZERO).unwrap();
+        import(&mut st, "f", &parse("f", text).unwrap()).unwrap();
+        export(&st).unwrap()
+    }
+
+    #[test]
+    fn a_streamed_import_writes_what_the_whole_import_writes() {
+        for (flow, head) in [
+            (false, "groups:\n- name: g\nusers:\n"),
+            (
+                true,
+                "# head\ngroups: [{name: g, role-assignable: true}]\nusers:\n",
+            ),
+        ] {
+            let text = big(20_000, flow, head);
+            assert!(
+                split(&text).is_some_and(|s| s.pieces.len() > 1),
+                "several pieces"
+            );
+            assert_eq!(streamed(&text), Some(whole(&text)));
+        }
+        // Problems in a late piece decline the whole import, with nothing written: the
+        // whole-document parse then reports them.
+        let ok = big(20_000, true, "groups: [{name: g}]\nusers:\n");
+        for bad in [
+            format!("{ok}  - {{id: u5@x}}\n"),                   // listed twice
+            format!("{ok}  - {{id: late@x, groups: [nope]}}\n"), // an unknown group
+            format!("{ok}  - {{id: late@x, colour: red}}\n"),    // an unknown field
+            format!("{ok}  - {{id: late@x, sessions: [{{id: s, issued-at: 2026-01-01T00:00:00Z}}, {{id: s, issued-at: 2026-01-01T00:00:00Z}}]}}\n"),
+        ] {
+            assert_eq!(streamed(&bad), None, "{}", &bad[bad.len() - 60..]);
         }
     }
 
