@@ -234,11 +234,8 @@ impl Child {
     fn query(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Child::Roles => ("user_roles", "c.role", ""),
-            Child::Groups => (
-                "memberships",
-                "g.name",
-                " JOIN groups g ON g.key = c.group_key",
-            ),
+            // The group's name comes from `names`, not a join: a seek per membership saved.
+            Child::Groups => ("memberships", "c.group_key", ""),
             Child::Methods => ("methods", "c.id, c.kind, c.registered_at", ""),
             Child::Sessions => ("sessions", "c.id, c.issued_at", ""),
             Child::Devices => ("trusted_devices", "c.id, c.name, c.remembered_at", ""),
@@ -246,11 +243,20 @@ impl Child {
         }
     }
 
-    fn push(self, u: &mut User, r: &rusqlite::Row) -> rusqlite::Result<()> {
+    fn push(
+        self,
+        u: &mut User,
+        r: &rusqlite::Row,
+        names: &BTreeMap<String, String>,
+    ) -> rusqlite::Result<()> {
         let t = |i| r.get::<_, i64>(i).map(Timestamp::from_unix);
         match self {
             Child::Roles => u.roles.push(r.get(1)?),
-            Child::Groups => u.groups.push(r.get(1)?),
+            Child::Groups => {
+                let key = r.get_ref(1)?.as_str()?;
+                u.groups
+                    .push(names.get(key).cloned().unwrap_or_else(|| key.to_string()))
+            }
             Child::Methods => u.methods.push(Method {
                 id: r.get(1)?,
                 kind: r.get(2)?,
@@ -304,6 +310,7 @@ fn read_children(
     child: Child,
     keys: &[String],
     users: &mut [User],
+    names: &BTreeMap<String, String>,
 ) -> rusqlite::Result<()> {
     let (table, cols, join) = child.query();
     let sql = format!("SELECT c.user_key, {cols} {}", source.from(table, join));
@@ -326,7 +333,7 @@ fn read_children(
                 }
             }
         }
-        child.push(&mut users[at], r)?;
+        child.push(&mut users[at], r, names)?;
     }
     Ok(())
 }
@@ -389,8 +396,13 @@ fn read_users(conn: &Connection, scope: Scope) -> rusqlite::Result<BTreeMap<Stri
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         (keys, users) = pairs.into_iter().unzip();
     }
+    // Group key → name, for the memberships.
+    let names: BTreeMap<String, String> = conn
+        .prepare_cached("SELECT key, name FROM groups")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     for child in CHILDREN {
-        read_children(conn, &source, child, &keys, &mut users)?;
+        read_children(conn, &source, child, &keys, &mut users, &names)?;
     }
     for u in &mut users {
         normalize(u);
