@@ -186,7 +186,11 @@ struct Layout<'a> {
 /// Whether a part of a document may be read in pieces: no anchor, alias or tag (which could
 /// reach across pieces), no tab or carriage return, and only characters YAML accepts anywhere.
 fn piecewise(part: &str) -> bool {
-    !part.contains(['&', '*', '!', '\t', '\r']) && printable(part)
+    // One pass over the bytes (`str::contains` with a set of chars goes char by char).
+    let odd = |b: &u8| {
+        matches!(b, b'&' | b'*' | b'!' | b'\t' | b'\r') || (b.is_ascii_control() && *b != b'\n')
+    };
+    !part.as_bytes().iter().any(odd) && (part.is_ascii() || printable(part))
 }
 
 /// The plain layout of [`parse_in_pieces`] up to the users list, whose pieces [`cut`] then
