@@ -149,17 +149,7 @@ pub(crate) fn load_users(
     let e = |e| map_err(path, "read users", e);
     // One read transaction (a savepoint nests inside apply's): the queries see one snapshot, and
     // filling `want` is one temp-table transaction instead of one per key.
-    conn.execute_batch("SAVEPOINT mfactl_load").map_err(e)?;
-    let loaded = read_users(conn, scope).map_err(e);
-    let end = if loaded.is_ok() {
-        "RELEASE mfactl_load"
-    } else {
-        "ROLLBACK TO mfactl_load; RELEASE mfactl_load"
-    };
-    let ended = conn.execute_batch(end).map_err(e);
-    let users = loaded?;
-    ended?;
-    Ok(users)
+    super::read_snapshot(conn, path, || read_users(conn, scope).map_err(e))
 }
 
 /// The users of `scope` with every child row. With a key list, the wanted keys drive each query
