@@ -297,7 +297,7 @@ pub fn import_with_progress(
 ) -> Result<(usize, usize, i64)> {
     let imported = in_import_transaction(store, |tx, path| {
         let mut known = write_groups(tx, path, &dir.groups)?;
-        write_users(tx, path, file, &dir.users, &mut known)?;
+        write_users(tx, path, file, &dir.users, &mut known, progress)?;
         progress(dir.users.len(), dir.users.len());
         Ok(Some((dir.groups.len(), dir.users.len())))
     })?;
@@ -364,7 +364,7 @@ pub fn import_streamed(
                 if !problems.is_empty() || unknown_group {
                     return Ok(None);
                 }
-                write_users(tx, path, file, &users, &mut known)?;
+                write_users(tx, path, file, &users, &mut known, &mut |_, _| {})?;
                 done += users.len();
                 bytes += len;
                 let _ = written_out.send(users);
@@ -529,13 +529,14 @@ impl rusqlite::ToSql for crate::model::Timestamp {
 }
 
 /// Replaces each of `users`' records as a whole (a user listed twice by its last record). Every
-/// group a user is in must be `known`.
+/// group a user is in must be `known`. `progress(done, total)` is called as the rows are written.
 fn write_users(
     tx: &rusqlite::Transaction,
     path: &Path,
     file: &str,
     users: &[User],
     known: &mut BTreeSet<String>,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     let e = |e| map_err(path, "import", e);
     for u in users {
@@ -670,7 +671,10 @@ fn write_users(
         .iter()
         .map(|(_, u)| u.groups.iter().map(|g| key_of(g)).collect())
         .collect();
-    for ((k, u), groups) in latest.iter().zip(&group_keys) {
+    for (i, ((k, u), groups)) in latest.iter().zip(&group_keys).enumerate() {
+        if i % 1024 == 0 {
+            progress(i, latest.len());
+        }
         for r in &u.roles {
             role.push(&[k, r])?;
         }
