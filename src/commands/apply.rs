@@ -228,15 +228,10 @@ fn apply_locked_with(
         (Some(_), false) => resets.iter().map(|u| (*u, new_password())).collect(),
         _ => Vec::new(),
     };
-    if issued.iter().any(|(_, pw)| pw.expose().is_empty()) {
-        return Err(Failure::error(
-            "the OS random number generator is unavailable; nothing was applied",
-        ));
-    }
-    // argon2 takes ~30 ms a password by design. Hashing on a second thread while the changes were
-    // written saved that time but now and then left the thread's 19 MiB blocks in a glibc arena
-    // (455 MB peak in one apply of eighteen), so the hashes are made here, first, and only then
-    // are the passwords written out.
+    // Hashed first (argon2, ~30 ms each by design; refusing a password the RNG could not make),
+    // and only then written out. Hashing on a second thread while the changes were written saved
+    // that time but now and then left the thread's 19 MiB blocks in a glibc arena (455 MB peak in
+    // one apply of eighteen).
     let mut hashed: BTreeMap<String, String> = BTreeMap::new();
     for (u, pw) in &issued {
         hashed.insert(key_of(u), hash_password(pw)?);
@@ -249,18 +244,13 @@ fn apply_locked_with(
         _ => None,
     };
     drop(issued); // the clear texts are zeroized now
-    let mut hashes = |key: &str| -> Result<String, String> {
-        hashed
-            .remove(key)
-            .ok_or_else(|| format!("internal: no temporary password for {key}"))
-    };
     let committed = store::apply_plan(
         &tx,
         path,
         plan,
         actor,
         now,
-        &mut hashes,
+        &hashed,
         opts.accept_broken_audit,
         progress,
     )

@@ -7,15 +7,12 @@ use crate::plan::Plan;
 use crate::policy::Verdict;
 use crate::render::json::slice_value;
 use rusqlite::{params, Transaction};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The argon2 hash of the new temporary password of the user with this key (the clear text never
-/// comes here), or why there is none.
-pub type PasswordHashes<'a> = dyn FnMut(&str) -> std::result::Result<String, String> + 'a;
-
 /// Writes `plan` (already checked: every change allowed) and returns the new store revision,
-/// calling `progress(done, total)` now and then as the changes are written. `hashes` is asked
-/// for each reset password's hash when its change is written.
+/// calling `progress(done, total)` now and then as the changes are written. `hashes` holds
+/// the argon2 hash of each reset user's new password, by key (the clear text never comes here).
 #[allow(clippy::too_many_arguments)]
 pub fn apply_plan(
     tx: &Transaction<'_>,
@@ -23,7 +20,7 @@ pub fn apply_plan(
     plan: &Plan,
     actor: &str,
     now: Timestamp,
-    hashes: &mut PasswordHashes,
+    hashes: &BTreeMap<String, String>,
     accept_broken_audit: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<i64> {
@@ -141,7 +138,12 @@ pub fn apply_plan(
                     before,
                 )?,
                 Action::ResetPassword { set_at, .. } => {
-                    let hash = hashes(&key).map_err(super::StoreError::Invalid)?;
+                    let hash = hashes.get(&key).ok_or_else(|| {
+                        super::StoreError::Invalid(format!(
+                            "internal: no temporary password for {}",
+                            c.user
+                        ))
+                    })?;
                     tx.prepare_cached(
                     "UPDATE users SET password_set_at = ?2, must_change_password = 1, password_hash = ?3
                      WHERE key = ?1",
