@@ -81,6 +81,9 @@ pub enum Command {
         /// Apply exactly this saved plan (from `plan --out`), if every user it touches is unchanged
         #[arg(long, value_name = "FILE")]
         plan: Option<PathBuf>,
+        /// Refuse the saved plan unless its plan id is this one (the id shown in review)
+        #[arg(long, value_name = "ID", requires = "plan")]
+        expect_plan_id: Option<String>,
         /// Do not ask for confirmation (required when stdin is not a terminal)
         #[arg(long)]
         auto_approve: bool,

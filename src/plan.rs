@@ -692,8 +692,10 @@ pub fn cutoff(a: &Action) -> Option<Timestamp> {
 }
 
 /// Rebuilds a saved plan's changes against the current state (which the caller has checked is the
-/// state the plan saw), with verdicts for the current actor and policy. Returns the users a change
-/// cannot be rebuilt for (unknown user, or a timestamped action without its cutoff).
+/// state the plan saw), as of `now`, with verdicts for the current actor and policy: a change for
+/// a protected user is denied, as a guardrail. Each change must still be one the planner would
+/// make: its user exists, and the setting it enforces is not yet satisfied. Returns what is
+/// wrong with each one that is not.
 pub fn replan(
     planned: &[Planned],
     actual: &Actual,
@@ -702,41 +704,50 @@ pub fn replan(
     now: Timestamp,
 ) -> Result<Vec<Change>, Vec<String>> {
     let ra_groups = actual.role_assignable_groups();
-    let mut changes = Vec::new();
+    let mut changes = Vec::with_capacity(planned.len());
     let mut bad = Vec::new();
+    let mut verdicts = Verdicts::default();
     for p in planned {
-        let Some(user) = actual.users.get(&key_of(&p.user)) else {
-            bad.push(p.user.clone());
+        let Some(user) = actual.users.get(&*key_cow(&p.user)) else {
+            bad.push(format!("{} for {}: no such user", p.kind.verb(), p.user));
             continue;
         };
-        let action = match (p.kind, p.cutoff) {
-            (ActionKind::DeleteAppPasswords, _) => Action::DeleteAppPasswords,
-            (ActionKind::RequireReregistration, Some(t)) => {
-                Action::RequireReregistration { before: t }
-            }
-            (ActionKind::RevokeSessions, Some(t)) => Action::RevokeSessions { before: t },
-            (ActionKind::RevokeTrustedDevices, Some(t)) => {
-                Action::RevokeTrustedDevices { before: t }
-            }
-            (ActionKind::ResetPassword, Some(t)) => Action::ResetPassword {
-                before: t,
-                set_at: now.max(t),
-            },
-            (_, None) => {
-                bad.push(p.user.clone());
-                continue;
-            }
+        if p.kind != ActionKind::DeleteAppPasswords && p.cutoff.is_none() {
+            bad.push(format!("{} for {}: no cutoff", p.kind.verb(), p.user));
+            continue;
+        }
+        let Some(action) = action_for(p.kind, p.cutoff, user, now) else {
+            bad.push(format!(
+                "{} for {}: nothing to change, the user already satisfies it",
+                p.kind.verb(),
+                p.user
+            ));
+            continue;
         };
         let facts = TargetFacts::of(user, &ra_groups);
+        let (verdict, could_approve) = if policy
+            .guardrails
+            .protected_users
+            .contains(&*key_cow(&user.id))
+        {
+            (
+                Some(Verdict::Denied {
+                    reason: format!(
+                        "{} is a protected user (guardrails.yaml protected-users) and is never \
+                         changed",
+                        user.id
+                    ),
+                }),
+                Vec::new(),
+            )
+        } else {
+            verdicts.get(policy, actor, p.kind, &user.id, &facts)
+        };
         let (before, after, removes) = effect(user, &action);
         changes.push(Change {
             user: user.id.clone(),
-            verdict: evaluate(policy, actor, p.kind, &user.id, &facts),
-            could_approve: policy
-                .roles_allowing(p.kind, &facts)
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
+            verdict,
+            could_approve,
             action,
             before,
             after,
@@ -751,28 +762,46 @@ pub fn replan(
     }
 }
 
+/// The saved changes whose cutoff lies beyond `now` plus the allowed clock skew: a future
+/// watermark would revoke what users create until then. One message each, as for manifests.
+pub fn future_cutoffs(planned: &[Planned], policy: &Policy, now: Timestamp) -> Vec<String> {
+    let latest = now.plus_secs(policy.guardrails.max_future_skew_secs);
+    planned
+        .iter()
+        .filter_map(|p| {
+            let t = p.cutoff.filter(|t| *t > latest)?;
+            Some(format!(
+                "{} for {}: {t} is in the future (now is {now}, max-future-skew allows up to \
+                 {latest}); a future watermark would revoke what users create until then",
+                p.kind.verb(),
+                crate::render::escape_text(&p.user)
+            ))
+        })
+        .collect()
+}
+
 /// A digest of a user's whole state: a saved plan records one per user it changes, and applying it
 /// requires each to be unchanged.
 pub fn fingerprint(user: &User) -> String {
     use sha2::{Digest, Sha256};
     let bytes = serde_json::to_vec(user).unwrap_or_default();
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::audit::hex(&Sha256::digest(&bytes))
 }
 
 /// Fingerprints of every user these changes touch, by id as the store spells it.
 pub fn fingerprints(changes: &[Change], actual: &Actual) -> BTreeMap<String, String> {
-    changes
-        .iter()
-        .filter_map(|c| {
-            actual
-                .users
-                .get(&key_of(&c.user))
-                .map(|u| (u.id.clone(), fingerprint(u)))
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    let mut last: Option<&str> = None;
+    for c in changes {
+        if last == Some(c.user.as_str()) {
+            continue;
+        }
+        last = Some(&c.user);
+        if let Some(u) = actual.users.get(&*key_cow(&c.user)) {
+            out.insert(u.id.clone(), fingerprint(u));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

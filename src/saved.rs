@@ -1,50 +1,375 @@
-//! The saved-plan file: the JSON plan that `plan --out` writes, plus a fingerprint of each user it
-//! changes; `apply --plan` reads it back. Pure: text in, values out.
+//! The saved-plan file and the plan id.
+//!
+//! `plan --out` writes the JSON plan plus a fingerprint of each user it changes; `apply --plan`
+//! reads it back. The plan id is the SHA-256 of the plan's canonical content — the actor, the
+//! store revision, every change (user, action, cutoff, before, after, removed ids, sources) and
+//! the fingerprint of every user changed — so the id shown in review names exactly those changes.
+//! A file whose content does not give its id, or that no planner could have written (unknown
+//! actions, duplicate or unsorted changes, fingerprints that do not match its users), is refused
+//! as "not a plan mfactl wrote". Pure: text in, values out.
 
-use crate::model::{ActionKind, Timestamp};
-use crate::plan::Planned;
+use crate::model::{key_of, ActionKind, Timestamp};
+use crate::plan::{Change, Planned};
 use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
-/// What `apply --plan` needs from a saved plan. Unknown fields are ignored: later versions only add.
-#[derive(Debug, Deserialize)]
-pub struct SavedPlan {
-    pub format_version: u64,
-    pub plan_id: String,
-    pub changes: Vec<SavedChange>,
-    /// User id → [`crate::plan::fingerprint`] at plan time.
-    #[serde(default)]
-    pub fingerprints: Option<BTreeMap<String, String>>,
+/// The plan id accumulated change by change, in plan order, as the plan is computed in batches.
+pub struct PlanDigest {
+    hasher: Sha256,
+    last_user: Option<String>,
+    buf: String,
 }
 
-#[derive(Debug, Deserialize)]
+impl PlanDigest {
+    pub fn new(actor: Option<&str>, store_revision: i64) -> PlanDigest {
+        let mut d = PlanDigest {
+            hasher: Sha256::new(),
+            last_user: None,
+            buf: String::new(),
+        };
+        d.line(
+            "mfactl-plan-v1",
+            &json!({"actor": actor, "store_revision": store_revision}),
+        );
+        d
+    }
+
+    fn line(&mut self, tag: &str, v: &Value) {
+        self.buf.clear();
+        self.buf.push_str(tag);
+        self.buf.push(' ');
+        canonical(v, &mut self.buf);
+        self.buf.push('\n');
+        self.hasher.update(self.buf.as_bytes());
+    }
+
+    /// Adds one change, given as its [`content`], and the fingerprint of its user (hashed once
+    /// per user, before the user's first change).
+    pub fn add(&mut self, user: &str, fingerprint: &str, content: &Value) {
+        if self.last_user.as_deref() != Some(user) {
+            self.line("user", &json!([user, fingerprint]));
+            self.last_user = Some(user.to_string());
+        }
+        self.line("change", content);
+    }
+
+    /// Adds planned changes, with the fingerprints of their users (by id as the store spells it).
+    pub fn add_changes(&mut self, changes: &[Change], fingerprints: &BTreeMap<String, String>) {
+        for c in changes {
+            let fp = fingerprints.get(&c.user).map_or("", String::as_str);
+            self.add(&c.user, fp, &change_content(c));
+        }
+    }
+
+    /// The id: 64 lowercase hex digits.
+    pub fn finish(self) -> String {
+        crate::audit::hex(&self.hasher.finalize())
+    }
+}
+
+/// What a change contributes to the plan id: everything in its JSON form except the verdict,
+/// which is the applying actor's and is decided again at apply time.
+pub fn change_content(c: &Change) -> Value {
+    content(
+        &c.user,
+        c.kind().verb(),
+        crate::plan::cutoff(&c.action).map(|t| t.to_string()),
+        crate::render::json::slice_value(&c.before),
+        crate::render::json::slice_value(&c.after),
+        &c.removes,
+        &c.sources,
+    )
+}
+
+fn content(
+    user: &str,
+    action: &str,
+    cutoff: Option<String>,
+    before: Value,
+    after: Value,
+    removes: &[String],
+    sources: &[String],
+) -> Value {
+    json!({
+        "user": user,
+        "action": action,
+        "cutoff": cutoff,
+        "before": before,
+        "after": after,
+        "removes": removes,
+        "sources": sources,
+    })
+}
+
+/// Compact JSON with every object's keys sorted: one spelling per value, whatever order or
+/// whitespace a file uses.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{}", Value::from(k.as_str()));
+                out.push(':');
+                canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+/// A saved plan that passed every check of [`parse`].
+#[derive(Debug)]
+pub struct SavedPlan {
+    pub plan_id: String,
+    pub created_at: Timestamp,
+    pub actor: Option<String>,
+    pub store_revision: i64,
+    pub changes: Vec<SavedChange>,
+    /// User id (as the store spells it) → [`crate::plan::fingerprint`] at plan time.
+    pub fingerprints: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
 pub struct SavedChange {
     pub user: String,
-    pub action: ActionKind,
-    #[serde(default)]
+    pub kind: ActionKind,
     pub cutoff: Option<Timestamp>,
-    #[serde(default)]
+    pub before: Value,
+    pub after: Value,
+    pub removes: Vec<String>,
     pub sources: Vec<String>,
 }
 
+/// The file as written; unknown fields are ignored, since later versions only add fields.
+#[derive(Deserialize)]
+struct RawPlan {
+    format_version: u64,
+    plan_id: String,
+    created_at: String,
+    actor: Option<String>,
+    store_revision: i64,
+    changes: Vec<RawChange>,
+    #[serde(default)]
+    fingerprints: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct RawChange {
+    user: String,
+    action: String,
+    cutoff: Option<String>,
+    before: Value,
+    after: Value,
+    removes: Vec<String>,
+    sources: Vec<String>,
+}
+
+/// How many offending entries a refusal names before summarising.
+const NAMED: usize = 5;
+
+/// Reads a saved plan and checks that mfactl wrote it exactly so: its id is the digest of its
+/// content, its changes are in plan order with no duplicate, each action is known and carries the
+/// cutoff its kind needs, and it has a fingerprint for exactly the users it changes.
 pub fn parse(file: &str, text: &str) -> Result<SavedPlan, String> {
-    let p: SavedPlan = serde_json::from_str(text).map_err(|e| {
-        format!("{file}: not a saved mfactl plan ({e}); write one with `mfactl plan --out FILE`")
-    })?;
-    if p.format_version != crate::render::json::FORMAT_VERSION {
+    let not_ours = |why: String| {
+        format!(
+            "{file}: not a plan mfactl wrote ({why}); nothing was applied; save a new one with \
+             `mfactl plan --out FILE`"
+        )
+    };
+    let raw: RawPlan = serde_json::from_str(text).map_err(|e| not_ours(e.to_string()))?;
+    if raw.format_version != crate::render::json::FORMAT_VERSION {
         return Err(format!(
             "{file}: saved plan format_version {} is not the {} this mfactl reads",
-            p.format_version,
+            raw.format_version,
             crate::render::json::FORMAT_VERSION
         ));
     }
-    if p.fingerprints.is_none() {
+    let Some(fingerprints) = raw.fingerprints else {
         return Err(format!(
             "{file}: this JSON plan has no fingerprints, so its freshness cannot be checked; \
              save plans with `mfactl plan --out FILE`"
         ));
+    };
+    if !is_plan_id(&raw.plan_id) {
+        return Err(not_ours(format!(
+            "its plan_id `{}` is not 64 lowercase hex digits",
+            crate::render::escape_text(&truncated(&raw.plan_id))
+        )));
     }
-    Ok(p)
+    let created_at =
+        Timestamp::parse(&raw.created_at).map_err(|m| not_ours(format!("created_at: {m}")))?;
+    let mut changes = Vec::with_capacity(raw.changes.len());
+    let mut problems = Vec::new();
+    for (i, c) in raw.changes.into_iter().enumerate() {
+        match typed(c) {
+            Ok(c) => changes.push(c),
+            Err(why) => problems.push(format!("change #{}: {why}", i + 1)),
+        }
+    }
+    let mut prev: Option<(String, ActionKind)> = None;
+    for (i, c) in changes.iter().enumerate() {
+        let at = (key_of(&c.user), c.kind);
+        if let Some(p) = &prev {
+            if *p == at {
+                problems.push(format!(
+                    "change #{}: {} for {} is listed twice",
+                    i + 1,
+                    c.kind.verb(),
+                    crate::render::escape_text(&c.user)
+                ));
+            } else if *p > at {
+                problems.push(format!(
+                    "change #{}: {} for {} is out of plan order (changes are sorted by user, then action)",
+                    i + 1,
+                    c.kind.verb(),
+                    crate::render::escape_text(&c.user)
+                ));
+            }
+        }
+        prev = Some(at);
+    }
+    let mut used: BTreeMap<&str, ()> = BTreeMap::new();
+    for c in &changes {
+        if !fingerprints.contains_key(&c.user) {
+            problems.push(format!(
+                "no fingerprint for {}",
+                crate::render::escape_text(&c.user)
+            ));
+        }
+        used.insert(c.user.as_str(), ());
+    }
+    for u in fingerprints.keys() {
+        if !used.contains_key(u.as_str()) {
+            problems.push(format!(
+                "a fingerprint for {}, which no change touches",
+                crate::render::escape_text(u)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        let mut d = PlanDigest::new(raw.actor.as_deref(), raw.store_revision);
+        for c in &changes {
+            let fp = fingerprints.get(&c.user).map_or("", String::as_str);
+            d.add(&c.user, fp, &c.content());
+        }
+        if d.finish() != raw.plan_id {
+            problems.push(format!(
+                "its content does not match its plan_id {}",
+                raw.plan_id
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        let n = problems.len();
+        let mut why: Vec<String> = problems.into_iter().take(NAMED).collect();
+        if n > NAMED {
+            why.push(format!("and {} more", n - NAMED));
+        }
+        return Err(not_ours(why.join("; ")));
+    }
+    Ok(SavedPlan {
+        plan_id: raw.plan_id,
+        created_at,
+        actor: raw.actor,
+        store_revision: raw.store_revision,
+        changes,
+        fingerprints,
+    })
+}
+
+fn typed(c: RawChange) -> Result<SavedChange, String> {
+    let kind = kind_of(&c.action).ok_or_else(|| {
+        format!(
+            "unknown action `{}`",
+            crate::render::escape_text(&truncated(&c.action))
+        )
+    })?;
+    let cutoff = match &c.cutoff {
+        None => None,
+        Some(s) => Some(Timestamp::parse(s).map_err(|m| format!("cutoff: {m}"))?),
+    };
+    if (kind == ActionKind::DeleteAppPasswords) != cutoff.is_none() {
+        return Err(format!(
+            "{} {} a cutoff",
+            kind.verb(),
+            if cutoff.is_none() { "needs" } else { "has no" }
+        ));
+    }
+    Ok(SavedChange {
+        user: c.user,
+        kind,
+        cutoff,
+        before: c.before,
+        after: c.after,
+        removes: c.removes,
+        sources: c.sources,
+    })
+}
+
+fn kind_of(verb: &str) -> Option<ActionKind> {
+    [
+        ActionKind::DeleteAppPasswords,
+        ActionKind::RequireReregistration,
+        ActionKind::ResetPassword,
+        ActionKind::RevokeSessions,
+        ActionKind::RevokeTrustedDevices,
+    ]
+    .into_iter()
+    .find(|k| k.verb() == verb)
+}
+
+/// At most 80 characters of a hostile string, for a message.
+fn truncated(s: &str) -> String {
+    truncated_to(s, 80)
+}
+
+fn truncated_to(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Whether `s` has the shape of a plan id.
+pub fn is_plan_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl SavedChange {
+    /// Its share of the plan id, spelled as [`change_content`] spells a planned change.
+    fn content(&self) -> Value {
+        content(
+            &self.user,
+            self.kind.verb(),
+            self.cutoff.map(|t| t.to_string()),
+            self.before.clone(),
+            self.after.clone(),
+            &self.removes,
+            &self.sources,
+        )
+    }
 }
 
 impl SavedPlan {
@@ -53,10 +378,86 @@ impl SavedPlan {
             .iter()
             .map(|c| Planned {
                 user: c.user.clone(),
-                kind: c.action,
+                kind: c.kind,
                 cutoff: c.cutoff,
                 sources: c.sources.clone(),
             })
             .collect()
+    }
+
+    /// Checks that `remade` — the saved changes rebuilt against the state the plan fingerprinted,
+    /// as of the plan's creation — is what the file says: the same before, after and removed ids.
+    /// Returns a description of each change that differs.
+    pub fn differences(&self, remade: &[Change]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (s, r) in self.changes.iter().zip(remade) {
+            let (before, after) = (
+                crate::render::json::slice_value(&r.before),
+                crate::render::json::slice_value(&r.after),
+            );
+            if s.before != before || s.after != after || s.removes != r.removes {
+                out.push(format!(
+                    "{} for {}: the file says {} → {} removing {:?}, the state it fingerprinted gives {} → {} removing {:?}",
+                    s.kind.verb(),
+                    crate::render::escape_text(&s.user),
+                    s.before,
+                    s.after,
+                    s.removes,
+                    before,
+                    after,
+                    r.removes
+                ));
+            }
+        }
+        out
+    }
+
+    /// [`parse`]'s refusal for a file whose changes the state does not give.
+    pub fn refusal(file: &str, why: &[String]) -> String {
+        let n = why.len();
+        let mut shown: Vec<String> = why
+            .iter()
+            .take(NAMED)
+            .map(|w| crate::render::escape_text(&truncated_to(w, 400)).into_owned())
+            .collect();
+        if n > NAMED {
+            shown.push(format!("and {} more", n - NAMED));
+        }
+        format!(
+            "{file}: not a plan mfactl wrote ({}); nothing was applied; save a new one with \
+             `mfactl plan --out FILE`",
+            shown.join("; ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_and_drops_whitespace() {
+        let a: Value =
+            serde_json::from_str(r#"{"b": [1, {"d": null, "c": "x\n"}], "a": true}"#).unwrap();
+        let mut s = String::new();
+        canonical(&a, &mut s);
+        assert_eq!(s, r#"{"a":true,"b":[1,{"c":"x\n","d":null}]}"#);
+    }
+
+    #[test]
+    fn the_digest_depends_on_every_part() {
+        let c = json!({"user": "a"});
+        let id = |actor: Option<&str>, rev: i64, fp: &str, c: &Value| {
+            let mut d = PlanDigest::new(actor, rev);
+            d.add("a", fp, c);
+            d.finish()
+        };
+        let base = id(None, 1, "f", &c);
+        assert!(is_plan_id(&base));
+        assert_ne!(base, id(Some("x"), 1, "f", &c));
+        assert_ne!(base, id(None, 2, "f", &c));
+        assert_ne!(base, id(None, 1, "g", &c));
+        assert_ne!(base, id(None, 1, "f", &json!({"user": "b"})));
+        assert_eq!(base, id(None, 1, "f", &c));
     }
 }

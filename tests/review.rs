@@ -319,7 +319,7 @@ fn a_saved_plan_is_rechecked_against_the_applying_actor() {
     env.write("junk.json", "{\"hello\": 1}");
     let o = env.run(&["apply", "--plan", "junk.json", "--actor", ADMIN]);
     assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("not a saved mfactl plan"), "{}", o.stderr);
+    assert!(o.stderr.contains("not a plan mfactl wrote"), "{}", o.stderr);
 }
 
 #[test]

@@ -98,13 +98,43 @@ pub fn execute(
     commit_plan(ctx, tx, &path, &plan, policy, actor, opts)
 }
 
-/// `apply --plan FILE`: exactly the saved changes, only if every user they touch is unchanged.
-pub fn run_saved(ctx: &Ctx, file: &Path, opts: &Options) -> CmdResult {
+/// `apply --plan FILE`: exactly the saved changes, only if the file is a plan mfactl wrote (its
+/// content gives its id), its id is the one expected, it was not applied before, every user it
+/// touches is unchanged, and the changes pass the applying actor's permissions and the guardrails.
+pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options) -> CmdResult {
     let actor = require_actor(ctx)?;
     let text = super::store::read_capped(file)?;
     let name = file.display().to_string();
     let saved = crate::saved::parse(&name, &text).map_err(Failure::error)?;
+    if let Some(want) = expect_id {
+        if want != saved.plan_id {
+            return Err(Failure::new(
+                Exit::Conflict,
+                format!(
+                    "{name} holds plan {}, not the expected plan {}; nothing was applied; apply                      the plan that was reviewed",
+                    saved.plan_id,
+                    escape_text(want)
+                ),
+            ));
+        }
+    }
     let policy = ctx.policy()?;
+    let planned = saved.planned();
+    let future = crate::plan::future_cutoffs(&planned, &policy, ctx.now);
+    if !future.is_empty() {
+        let n = future.len();
+        let mut lines: Vec<String> = future
+            .into_iter()
+            .take(DENIED_LISTED)
+            .map(|l| format!("{name}: {l}"))
+            .collect();
+        lines.push(format!(
+            "error: {n} change{} of the saved plan lie{} in the future; nothing was applied",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "s" } else { "" }
+        ));
+        return Err(Failure::many(Exit::Error, lines));
+    }
     let mut st = ctx.open_store()?;
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
@@ -117,23 +147,23 @@ pub fn run_saved(ctx: &Ctx, file: &Path, opts: &Options) -> CmdResult {
             ),
         ));
     }
-    let planned = saved.planned();
     let needs = crate::plan::Needs {
         user_keys: planned.iter().map(|p| key_of(&p.user)).collect(),
         ..Default::default()
     };
     let actual = store::load(&tx, &path, &needs, Some(&actor))?;
-    let fingerprints = saved.fingerprints.clone().unwrap_or_default();
+    // One fingerprint per user, looked up by key: linear in the plan's size.
+    let saw: BTreeMap<String, &String> = saved
+        .fingerprints
+        .iter()
+        .map(|(u, f)| (key_of(u), f))
+        .collect();
     let mut stale: Vec<String> = needs
         .user_keys
         .iter()
         .filter(|k| {
-            let saw = fingerprints
-                .iter()
-                .find(|(u, _)| key_of(u) == **k)
-                .map(|(_, f)| f);
             let now = actual.users.get(*k).map(crate::plan::fingerprint);
-            saw.is_none() || saw != now.as_ref()
+            saw.get(*k).copied() != now.as_ref()
         })
         .map(|k| {
             actual
@@ -144,23 +174,33 @@ pub fn run_saved(ctx: &Ctx, file: &Path, opts: &Options) -> CmdResult {
         .collect();
     stale.sort();
     if !stale.is_empty() {
+        let n = stale.len();
+        stale.truncate(DENIED_LISTED);
+        if n > DENIED_LISTED {
+            stale.push(format!("and {} more", n - DENIED_LISTED));
+        }
         return Err(Failure::new(
             Exit::Conflict,
             format!(
                 "the saved plan is stale: {} changed since it was made ({}); nothing was applied; run plan again",
-                if stale.len() == 1 { "this user" } else { "these users" },
+                if n == 1 { "this user" } else { "these users" },
                 stale.join(", ")
             ),
         ));
     }
     let who = store::load_actor(&actual, Some(&actor));
-    let changes =
-        crate::plan::replan(&planned, &actual, &policy, &who, ctx.now).map_err(|users| {
-            Failure::error(format!(
-                "{name}: the saved plan is damaged (changes for {})",
-                users.join(", ")
-            ))
-        })?;
+    // The state is the one the plan fingerprinted: rebuilt as of the plan's making, every change
+    // must come out exactly as the file says.
+    let remade = crate::plan::replan(&planned, &actual, &policy, &who, saved.created_at)
+        .map_err(|why| Failure::error(crate::saved::SavedPlan::refusal(&name, &why)))?;
+    let differ = saved.differences(&remade);
+    if !differ.is_empty() {
+        return Err(Failure::error(crate::saved::SavedPlan::refusal(
+            &name, &differ,
+        )));
+    }
+    let changes = crate::plan::replan(&planned, &actual, &policy, &who, ctx.now)
+        .map_err(|why| Failure::error(crate::saved::SavedPlan::refusal(&name, &why)))?;
     let plan = Plan {
         id: saved.plan_id.clone(),
         created_at: ctx.now,

@@ -234,19 +234,6 @@ pub fn invalid(located: Vec<manifest::Located>) -> Failure {
     Failure::many(Exit::Error, lines)
 }
 
-/// 128 random bits as hex: plan ids.
-pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    // getrandom fails only without an OS entropy source; an id from the clock is then still unique enough.
-    if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        b = t.as_nanos().to_le_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Writes data to stdout; a closed pipe (`mfactl plan | head`) ends the process quietly.
 pub fn out(s: &str) {
     let mut stdout = std::io::stdout().lock();
@@ -364,6 +351,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
         Command::Apply {
             paths,
             plan,
+            expect_plan_id,
             auto_approve,
             allow_large,
             credentials_out,
@@ -376,7 +364,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
                 accept_broken_audit,
             };
             match plan {
-                Some(file) => apply::run_saved(&ctx, &file, &opts),
+                Some(file) => apply::run_saved(&ctx, &file, expect_plan_id.as_deref(), &opts),
                 None => apply::run(&ctx, &paths, &opts),
             }
         }

@@ -44,12 +44,14 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
         &policy,
         ctx.actor.as_deref(),
         ctx.now,
+        // JSON names the id at its top; the other formats only at their end.
+        opts.format == PlanFormat::Json,
         &mut |step| {
             match step {
                 Step::Start(h) => {
                     // Created only now, so that invalid manifests leave no file behind.
                     if let Some(file) = &opts.out {
-                        saved = Some(Saved::create(file)?.write(|w, out| w.head(out, h))?);
+                        saved = Some(Saved::create(file, h)?);
                     }
                     let out = stdout.insert(Stdout::new());
                     head = Some(h.clone());
@@ -60,6 +62,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
                     changes,
                     skipped: skips,
                     users,
+                    fingerprints,
                 } => {
                     let diffs = if opts.diff {
                         render::diff::user_diffs(&changes, users)
@@ -67,9 +70,8 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
                         BTreeMap::new()
                     };
                     if let Some(s) = saved.take() {
-                        let fingerprints = crate::plan::fingerprints(&changes, users);
                         saved = Some(s.write(|w, out| {
-                            w.fingerprints(fingerprints);
+                            w.fingerprints(fingerprints.clone());
                             w.changes(out, &changes, &BTreeMap::new())
                         })?);
                     }
@@ -84,16 +86,20 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
             Ok(())
         },
     );
-    if let Err(f) = planned {
-        if let Some(s) = saved.take() {
-            s.abandon();
+    let plan_id = match planned {
+        Ok(id) => id,
+        Err(f) => {
+            if let Some(s) = saved.take() {
+                s.abandon();
+            }
+            if let Some(out) = stdout.take() {
+                out.finish(Ok(()));
+            }
+            return Err(f);
         }
-        if let Some(out) = stdout.take() {
-            out.finish(Ok(()));
-        }
-        return Err(f);
-    }
+    };
     let end = End {
+        plan_id: &plan_id,
         skipped: &skipped,
         summary,
     };
@@ -106,14 +112,15 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
         }
         out.finish(written);
     }
-    if let (Some(s), Some(h)) = (saved.take(), &head) {
+    if let (Some(s), Some(_)) = (saved.take(), &head) {
         let file = s.path.clone();
         s.finish(&end)?;
         ctx.status(&format!(
-            "Saved plan {} to {}; apply it with `mfactl apply --plan {}`.",
-            h.id,
+            "Saved plan {} to {}; apply it with `mfactl apply --plan {} --expect-plan-id {}`.",
+            plan_id,
             file.display(),
-            file.display()
+            file.display(),
+            plan_id
         ));
     }
     if summary.users > policy.guardrails.max_users_per_apply {
@@ -143,25 +150,44 @@ fn stdout_ok(written: fmt::Result, stdout: &mut Option<Stdout>, saved: &mut Opti
 
 /// `--out FILE`: the JSON plan with the fingerprints of the users it changes, written to a
 /// partial file beside FILE and renamed over FILE once whole, so FILE is never half a plan.
+/// When the plan's id is known only at the end, the head holds a placeholder of the same length,
+/// overwritten in place before the rename.
 struct Saved {
     path: PathBuf,
     partial: PathBuf,
     sink: Sink<BufWriter<File>>,
     writer: render::json::Writer,
+    /// Where the placeholder id lies in the file.
+    id_at: Option<u64>,
 }
 
+/// Stands for a plan id not yet known: as long as one, and not one.
+const PLACEHOLDER_ID: &str = "________________________________________________________________";
+
 impl Saved {
-    fn create(path: &Path) -> Result<Saved, Failure> {
+    fn create(path: &Path, head: &Plan) -> Result<Saved, Failure> {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".partial-{}", std::process::id()));
         let partial = path.with_file_name(name);
         let file = File::create(&partial).map_err(|e| fail(path, &e))?;
-        Ok(Saved {
+        let mut saved = Saved {
             path: path.to_path_buf(),
             partial,
             sink: Sink::new(BufWriter::with_capacity(1 << 16, file)),
             writer: render::json::Writer::new(false),
-        })
+            id_at: None,
+        };
+        let mut text = String::new();
+        if head.id.is_empty() {
+            let mut h = head.clone();
+            h.id = PLACEHOLDER_ID.to_string();
+            let _ = saved.writer.head(&mut text, &h);
+            saved.id_at = text.find(PLACEHOLDER_ID).map(|i| i as u64);
+        } else {
+            let _ = saved.writer.head(&mut text, head);
+        }
+        use std::fmt::Write as _;
+        saved.write(|_, out| out.write_str(&text))
     }
 
     /// Runs one write; on failure the partial file is removed and the error named.
@@ -184,11 +210,17 @@ impl Saved {
     }
 
     fn finish(mut self, end: &End) -> Result<(), Failure> {
+        use std::os::unix::fs::FileExt;
         let written = self.writer.finish(&mut self.sink, end);
+        let id_at = self.id_at;
         let done = self
             .sink
             .finish(written)
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .and_then(|f| match id_at {
+                Some(at) => f.write_all_at(end.plan_id.as_bytes(), at).map(|_| f),
+                None => Ok(f),
+            })
             .and_then(|f| f.sync_all())
             .and_then(|_| std::fs::rename(&self.partial, &self.path));
         done.map_err(|e| {

@@ -3,12 +3,13 @@
 //! `all-users`. No plan holds all its users at once (and, when its consumer renders each batch as
 //! it comes, nor all its changes): a plan of a million users takes a few megabytes.
 
-use super::{invalid, random_id, Loaded};
+use super::{invalid, Loaded};
 use crate::error::Failure;
 use crate::manifest;
 use crate::model::{key_of, Timestamp, User};
 use crate::plan::{self, Actual, Change, Plan, Skip};
 use crate::policy::Policy;
+use crate::saved::PlanDigest;
 use crate::store;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
@@ -42,44 +43,67 @@ pub fn compute_plan(
     now: Timestamp,
 ) -> Result<Plan, Failure> {
     let mut plan = None;
-    plan_batches(conn, store_path, input, policy, actor, now, &mut |step| {
-        match step {
-            Step::Start(head) => plan = Some(head.clone()),
-            Step::Batch {
-                changes, skipped, ..
-            } => {
-                if let Some(p) = &mut plan {
-                    // A single batch is moved, not copied: 100,000 changes are 20 MB.
-                    if p.changes.is_empty() {
-                        p.changes = changes;
-                    } else {
-                        p.changes.extend(changes);
+    let id = plan_batches(
+        conn,
+        store_path,
+        input,
+        policy,
+        actor,
+        now,
+        false,
+        &mut |step| {
+            match step {
+                Step::Start(head) => plan = Some(head.clone()),
+                Step::Batch {
+                    changes, skipped, ..
+                } => {
+                    if let Some(p) = &mut plan {
+                        // A single batch is moved, not copied: 100,000 changes are 20 MB.
+                        if p.changes.is_empty() {
+                            p.changes = changes;
+                        } else {
+                            p.changes.extend(changes);
+                        }
+                        p.skipped.extend(skipped);
                     }
-                    p.skipped.extend(skipped);
                 }
             }
-        }
-        Ok(())
-    })?;
-    plan.ok_or_else(|| Failure::error("internal error: the plan was not started"))
+            Ok(())
+        },
+    )?;
+    let mut plan =
+        plan.ok_or_else(|| Failure::error("internal error: the plan was not started"))?;
+    plan.id = id;
+    Ok(plan)
 }
+
+/// Takes one planned batch: its changes, its skipped users, the users it was planned from.
+type BatchFn<'f> = dyn FnMut(Vec<Change>, Vec<Skip>, &Actual) -> Result<(), Failure> + 'f;
 
 /// What [`plan_batches`] hands on, in order: the start once, then each batch.
 pub enum Step<'a> {
-    /// The plan's head: id, time, actor, revision; no changes.
+    /// The plan's head: time, actor, revision, no changes, and the id when it is known before
+    /// the changes are (empty otherwise: [`plan_batches`] returns it at the end).
     Start(&'a Plan),
     /// The changes and skipped users of the next users in key order, with the users they were
-    /// planned from. Concatenated, the batches are the plan.
+    /// planned from and the fingerprints of those changed. Concatenated, the batches are the plan.
     Batch {
         changes: Vec<Change>,
         skipped: Vec<Skip>,
         users: &'a Actual,
+        fingerprints: &'a BTreeMap<String, String>,
     },
 }
 
 /// Checks the manifests against the store and plans them, in one snapshot of the store, handing
-/// each [`Step`] to `each`. Any problem — from parsing or from the checks — fails with every
-/// located message before the start, so nothing has been rendered when a plan is refused.
+/// each [`Step`] to `each`, and returns the plan id (the digest of the plan's content). Any
+/// problem — from parsing or from the checks — fails with every located message before the
+/// start, so nothing has been rendered when a plan is refused.
+///
+/// The id is known at the start when the plan fits one batch. With `id_first`, a larger plan is
+/// computed twice in the same snapshot, first for its id alone, so that the start carries it;
+/// otherwise the start's id is empty and the caller takes the id from the return value.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_batches(
     conn: &Connection,
     store_path: &Path,
@@ -87,8 +111,9 @@ pub fn plan_batches(
     policy: &Policy,
     actor: Option<&str>,
     now: Timestamp,
+    id_first: bool,
     each: &mut dyn FnMut(Step) -> Result<(), Failure>,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     store::read_snapshot(conn, store_path, || {
         let needs = plan::needs(&input.manifests);
         let known = store::existing_users(conn, store_path, &needs.user_keys)?;
@@ -115,48 +140,107 @@ pub fn plan_batches(
         if !problems.is_empty() {
             return Err(invalid(manifest::locate_all(problems, &input.files)));
         }
-        each(Step::Start(&Plan {
-            id: random_id(),
+        let head = |id: String| Plan {
+            id,
             created_at: now,
             actor: who.id().map(str::to_string),
             store_revision: revision,
             changes: Vec::new(),
             skipped: Vec::new(),
-        }))?;
-        let mut plan_batch = |users: BTreeMap<String, User>| -> Result<(), Failure> {
-            let batch = Actual {
-                users,
-                groups: groups.clone(),
-                revision,
-            };
-            let (changes, skipped) = plan::plan_users(&input.manifests, &batch, policy, &who, now);
-            each(Step::Batch {
-                changes,
-                skipped,
-                users: &batch,
-            })
         };
-        if !needs.all_users {
-            // The named users and the groups' members, a batch of keys at a time.
-            let keys = store::member_keys(conn, store_path, &known, &needs.group_keys)?;
-            for chunk in keys.chunks(batch_size()) {
-                plan_batch(store::load_keys(conn, store_path, chunk)?)?;
+        let digest = || PlanDigest::new(who.id(), revision);
+        // The named users and the groups' members; `None` for the whole directory.
+        let keys = if needs.all_users {
+            None
+        } else {
+            Some(store::member_keys(
+                conn,
+                store_path,
+                &known,
+                &needs.group_keys,
+            )?)
+        };
+        let bs = batch_size();
+        // Plans every batch in key order, handing each with its users to `f`.
+        let batches = |f: &mut BatchFn| {
+            let mut plan_batch = |users: BTreeMap<String, User>| -> Result<(), Failure> {
+                let batch = Actual {
+                    users,
+                    groups: groups.clone(),
+                    revision,
+                };
+                let (changes, skipped) =
+                    plan::plan_users(&input.manifests, &batch, policy, &who, now);
+                f(changes, skipped, &batch)
+            };
+            if let Some(keys) = &keys {
+                for chunk in keys.chunks(bs) {
+                    plan_batch(store::load_keys(conn, store_path, chunk)?)?;
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        let mut failed = None;
-        store::user_batches(
-            conn,
-            store_path,
-            batch_size(),
-            &mut |users| match plan_batch(users) {
+            let mut failed = None;
+            store::user_batches(conn, store_path, bs, &mut |users| match plan_batch(users) {
                 Ok(()) => true,
                 Err(f) => {
                     failed = Some(f);
                     false
                 }
-            },
-        )?;
-        failed.map_or(Ok(()), Err)
+            })?;
+            failed.map_or(Ok(()), Err)
+        };
+        if let Some(keys) = keys.as_ref().filter(|k| k.len() <= bs) {
+            // One batch: planned before the start, so the start carries the id.
+            let batch = Actual {
+                users: store::load_keys(conn, store_path, keys)?,
+                groups: groups.clone(),
+                revision,
+            };
+            let (changes, skipped) = plan::plan_users(&input.manifests, &batch, policy, &who, now);
+            let fingerprints = plan::fingerprints(&changes, &batch);
+            let mut d = digest();
+            d.add_changes(&changes, &fingerprints);
+            let id = d.finish();
+            each(Step::Start(&head(id.clone())))?;
+            each(Step::Batch {
+                changes,
+                skipped,
+                users: &batch,
+                fingerprints: &fingerprints,
+            })?;
+            return Ok(id);
+        }
+        if id_first {
+            let mut d = digest();
+            batches(&mut |changes, _, users| {
+                d.add_changes(&changes, &plan::fingerprints(&changes, users));
+                Ok(())
+            })?;
+            let id = d.finish();
+            each(Step::Start(&head(id.clone())))?;
+            batches(&mut |changes, skipped, users| {
+                let fingerprints = plan::fingerprints(&changes, users);
+                each(Step::Batch {
+                    changes,
+                    skipped,
+                    users,
+                    fingerprints: &fingerprints,
+                })
+            })?;
+            return Ok(id);
+        }
+        each(Step::Start(&head(String::new())))?;
+        let mut d = digest();
+        batches(&mut |changes, skipped, users| {
+            let fingerprints = plan::fingerprints(&changes, users);
+            d.add_changes(&changes, &fingerprints);
+            each(Step::Batch {
+                changes,
+                skipped,
+                users,
+                fingerprints: &fingerprints,
+            })
+        })?;
+        Ok(d.finish())
     })
 }

@@ -272,6 +272,7 @@ mod tests {
         w.finish(
             &mut out,
             &End {
+                plan_id: &p.id,
                 skipped: &p.skipped,
                 summary: p.summary(),
             },

@@ -155,7 +155,7 @@ impl PlanWriter for Writer {
             "Actor {actor} · store revision {} · {} · plan {}\n",
             p.store_revision,
             p.created_at,
-            md(&p.id)
+            md(end.plan_id)
         );
         if s.changes == 0 {
             head.push_str("**No changes.** The store matches the manifests.\n");

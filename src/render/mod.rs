@@ -13,6 +13,8 @@ use std::fmt::{self, Write};
 
 /// What a plan's rendering can only say once every change is in.
 pub struct End<'a> {
+    /// The plan id, known only once every change is in (see [`crate::saved::PlanDigest`]).
+    pub plan_id: &'a str,
     pub skipped: &'a [Skip],
     pub summary: Summary,
 }
@@ -45,6 +47,7 @@ pub fn write_whole(
     w.finish(
         out,
         &End {
+            plan_id: &plan.id,
             skipped: &plan.skipped,
             summary: plan.summary(),
         },
