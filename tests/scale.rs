@@ -213,6 +213,7 @@ fn every_scale_scenario_at_a_few_thousand_users() {
         scale::EXPORT,
         scale::IMPORT,
         scale::APPLY,
+        scale::APPLY_SAVED,
         scale::EMPTY,
     ] {
         assert!(names.contains(&n), "{n} did not run: {names:?}");
@@ -227,7 +228,7 @@ fn every_scale_scenario_at_a_few_thousand_users() {
                 || l.starts_with("| apply")
                 || l.starts_with("| validate"))
             .count(),
-        9,
+        10,
         "{table}"
     );
     assert!(report
