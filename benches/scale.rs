@@ -1081,10 +1081,7 @@ pub fn table(r: &Report) -> String {
             }
             APPLY_SAVED => {
                 let x = ratio(w, r.row(APPLY).wall());
-                (
-                    format!("within 1.2× of the plain apply: {x:.2}×"),
-                    x <= 1.2,
-                )
+                (format!("within 1.2× of the plain apply: {x:.2}×"), x <= 1.2)
             }
             IMPORT => {
                 let rate = row.users as f64 / w.as_secs_f64();

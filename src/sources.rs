@@ -10,8 +10,24 @@ use std::path::{Path, PathBuf};
 /// Larger manifests are refused before they are read into memory.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// What [`read`] found: the manifests, and the symlinks inside directories it did not follow,
+/// which the shell reports (a linked manifest would otherwise enforce nothing, silently).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub files: Vec<SourceFile>,
+    pub skipped_links: Vec<String>,
+}
+
+/// The warning for a symlink that was not followed.
+pub fn skipped_link_warning(path: &str) -> String {
+    format!(
+        "{path}: a symlink, not followed (links inside a manifest directory are never read; name \
+         the file itself on the command line to read it)"
+    )
+}
+
 /// Reads every manifest under `paths` (default `./manifests`). Errors are whole messages.
-pub fn read(paths: &[PathBuf]) -> Result<Vec<SourceFile>, Vec<String>> {
+pub fn read(paths: &[PathBuf]) -> Result<Found, Vec<String>> {
     let default = [PathBuf::from("manifests")];
     let paths = if paths.is_empty() {
         if !default[0].exists() {
@@ -24,12 +40,13 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<SourceFile>, Vec<String>> {
         paths
     };
     let mut found = Vec::new();
+    let mut links = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
         // A path the user names is followed even if it is a symlink; links inside are not.
         match fs::metadata(p) {
             Err(e) => errors.push(format!("error: {}: {}", p.display(), io_reason(&e))),
-            Ok(m) if m.is_dir() => walk(p, &mut found, &mut errors, 0),
+            Ok(m) if m.is_dir() => walk(p, &mut found, &mut links, &mut errors, 0),
             Ok(m) if m.is_file() => found.push(p.clone()),
             Ok(_) => errors.push(format!(
                 "error: {}: not a regular file or directory",
@@ -48,13 +65,25 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<SourceFile>, Vec<String>> {
         }
     }
     if errors.is_empty() {
-        Ok(files)
+        Ok(Found {
+            files,
+            skipped_links: links
+                .iter()
+                .map(|p| crate::render::escape_text(&p.display().to_string()).into_owned())
+                .collect(),
+        })
     } else {
         Err(errors)
     }
 }
 
-fn walk(dir: &Path, found: &mut Vec<PathBuf>, errors: &mut Vec<String>, depth: usize) {
+fn walk(
+    dir: &Path,
+    found: &mut Vec<PathBuf>,
+    links: &mut Vec<PathBuf>,
+    errors: &mut Vec<String>,
+    depth: usize,
+) {
     if depth > 64 {
         errors.push(format!(
             "error: {}: directories nested deeper than 64 levels",
@@ -79,10 +108,13 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, errors: &mut Vec<String>, depth: u
         let path = entry.path();
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_symlink() {
-            continue; // not followed: a link could leave the tree or loop
+            // Not followed: a link could leave the tree or loop. Reported, since a manifest
+            // behind it would otherwise be ignored without a word.
+            links.push(path);
+            continue;
         }
         if ft.is_dir() {
-            walk(&path, found, errors, depth + 1);
+            walk(&path, found, links, errors, depth + 1);
         } else if ft.is_file() && is_yaml(&path) {
             found.push(path);
         }

@@ -189,6 +189,54 @@ fn symlinks_inside_a_manifest_tree_are_not_followed() {
 }
 
 #[test]
+fn a_symlink_in_a_manifest_directory_was_skipped_without_a_word() {
+    let env = Env::example();
+    env.write(
+        "outside/linked.yaml",
+        &manifest(
+            "linked",
+            "  - users: [alice@contoso.example]\n    app-passwords: none\n",
+        ),
+    );
+    env.write(
+        "m/ok.yaml",
+        &manifest(
+            "ok",
+            "  - users: [bob@contoso.example]\n    app-passwords: none\n",
+        ),
+    );
+    std::os::unix::fs::symlink(env.path("outside/linked.yaml"), env.path("m/linked.yaml")).unwrap();
+    let warning = "m/linked.yaml: a symlink, not followed";
+    for args in [
+        &["validate", "m"][..],
+        &["validate", "m", "--offline"],
+        &["plan", "m"],
+    ] {
+        let o = run_bounded(&env, args);
+        assert_eq!(o.code, 0, "{args:?}: {}", o.all());
+        assert!(
+            o.stderr.contains(&format!("warning: {warning}")),
+            "{args:?}: {}",
+            o.stderr
+        );
+        // Still not followed: alice's app passwords are not planned.
+        assert!(!o.stdout.contains("alice@contoso.example"), "{}", o.stdout);
+    }
+    let o = run_bounded(&env, &["validate", "m", "--format", "github"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stdout
+            .contains("::warning file=m/linked.yaml::m/linked.yaml: a symlink, not followed"),
+        "{}",
+        o.stdout
+    );
+    // The same files named directly are read, and nothing is skipped.
+    let o = run_bounded(&env, &["validate", "m/ok.yaml", "m/linked.yaml"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
+}
+
+#[test]
 fn a_fifo_in_the_manifest_directory_is_skipped_and_refused_when_named() {
     let env = Env::example();
     env.write(

@@ -28,6 +28,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     let actor = require_actor(ctx)?;
     let interactive = require_approval(opts)?;
     let input = manifests(paths)?;
+    ctx.warn_skipped_links(&input.skipped_links);
     let policy = ctx.policy()?;
     let mut st = ctx.open_store()?;
     let preview = if interactive {

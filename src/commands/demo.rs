@@ -54,6 +54,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     let (manifests, problems) = parse_all(&files);
     let input = Loaded {
         files,
+        skipped_links: Vec::new(),
         manifests,
         problems,
     };

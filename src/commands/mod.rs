@@ -73,6 +73,13 @@ impl Ctx {
         })
     }
 
+    /// A `warning:` line on stderr for each symlink the manifest search did not follow.
+    pub fn warn_skipped_links(&self, links: &[String]) {
+        for l in links {
+            self.status(&format!("warning: {}", sources::skipped_link_warning(l)));
+        }
+    }
+
     /// A status line on stderr (suppressed by `-q`).
     pub fn status(&self, msg: &str) {
         if !self.quiet {
@@ -170,16 +177,19 @@ impl Drop for Progress {
 /// run in [`compute_plan`], which reports these problems together with its own.
 pub struct Loaded {
     pub files: Vec<SourceFile>,
+    /// Symlinks inside manifest directories, not followed (see [`sources::Found`]).
+    pub skipped_links: Vec<String>,
     pub manifests: Vec<Manifest>,
     pub problems: Vec<manifest::Problem>,
 }
 
 /// Reads and parses the manifests; unreadable files fail at once.
 pub fn manifests(paths: &[PathBuf]) -> Result<Loaded, Failure> {
-    let files = sources::read(paths).map_err(|lines| Failure::many(Exit::Error, lines))?;
-    let (manifests, problems) = parse_all(&files);
+    let found = sources::read(paths).map_err(|lines| Failure::many(Exit::Error, lines))?;
+    let (manifests, problems) = parse_all(&found.files);
     Ok(Loaded {
-        files,
+        files: found.files,
+        skipped_links: found.skipped_links,
         manifests,
         problems,
     })

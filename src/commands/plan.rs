@@ -25,6 +25,7 @@ pub struct Options {
 
 pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     let input = manifests(paths)?;
+    ctx.warn_skipped_links(&input.skipped_links);
     let policy = ctx.policy()?;
     let st = ctx.open_store()?;
     let mut writer: Box<dyn PlanWriter> = match opts.format {

@@ -8,7 +8,16 @@ use crate::sources;
 use std::path::PathBuf;
 
 pub fn run(ctx: &Ctx, paths: &[PathBuf], offline: bool, format: ValidateFormat) -> CmdResult {
-    let files = sources::read(paths).map_err(|lines| Failure::many(Exit::Error, lines))?;
+    let found = sources::read(paths).map_err(|lines| Failure::many(Exit::Error, lines))?;
+    let files = found.files;
+    if format == ValidateFormat::Github {
+        out(&found
+            .skipped_links
+            .iter()
+            .map(|l| github_warning(l, &sources::skipped_link_warning(l)))
+            .collect::<String>());
+    }
+    ctx.warn_skipped_links(&found.skipped_links);
     let policy = ctx.policy()?;
     let (ms, mut problems) = parse_all(&files);
     problems.extend(crate::plan::check_offline(&ms, &policy, ctx.now));
@@ -58,17 +67,26 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], offline: bool, format: ValidateFormat) 
 
 /// `::error file=F,line=L,col=C::message`, escaped as GitHub's workflow commands require.
 pub fn github(l: &Located) -> String {
-    let data = |s: &str| {
-        s.replace('%', "%25")
-            .replace('\r', "%0D")
-            .replace('\n', "%0A")
-    };
-    let prop = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
     format!(
         "::error file={},line={},col={}::{}\n",
-        prop(&l.file),
+        gh_prop(&l.file),
         l.line,
         l.col,
-        data(&l.message)
+        gh_data(&l.message)
     )
+}
+
+/// `::warning file=F::message`, for what validate reports without failing.
+pub fn github_warning(file: &str, message: &str) -> String {
+    format!("::warning file={}::{}\n", gh_prop(file), gh_data(message))
+}
+
+fn gh_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn gh_prop(s: &str) -> String {
+    gh_data(s).replace(':', "%3A").replace(',', "%2C")
 }
