@@ -7,8 +7,10 @@ use common::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// Runs with a deadline: a hang is a failure, not a stuck test run.
+/// Runs with a deadline: a hang is a failure, not a stuck test run. Its output is read while it
+/// runs, so a chatty child never blocks on a full pipe.
 fn run_bounded(env: &Env, args: &[&str]) -> Out {
+    use std::io::Read;
     let mut child = env
         .cmd()
         .args(args)
@@ -16,22 +18,31 @@ fn run_bounded(env: &Env, args: &[&str]) -> Out {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
-        if start.elapsed() > Duration::from_secs(30) {
+        if start.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("mfactl {args:?} hung");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let o = child.wait_with_output().unwrap();
+    };
     Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }
 
