@@ -156,9 +156,25 @@ pub enum AuditCommand {
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
     /// Upsert users and groups from a directory file (each listed user replaced as a whole)
-    Import { file: PathBuf },
+    Import {
+        /// The directory file; `-` reads standard input
+        file: PathBuf,
+        /// The file's format [default: jsonl for .jsonl and .ndjson files, else yaml]
+        #[arg(long, value_enum)]
+        format: Option<DirectoryFormat>,
+    },
     /// Print the whole directory (no secrets)
-    Export,
+    Export {
+        #[arg(long, value_enum, default_value = "yaml")]
+        format: DirectoryFormat,
+    },
+}
+
+/// The directory format: YAML for people, JSON Lines for bulk.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryFormat {
+    Yaml,
+    Jsonl,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -400,8 +400,8 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             since,
             format,
         } => audit::run(&ctx, user.as_deref(), since.as_deref(), format),
-        Command::Store(StoreCommand::Import { file }) => store::import(&ctx, &file),
-        Command::Store(StoreCommand::Export) => store::export(&ctx),
+        Command::Store(StoreCommand::Import { file, format }) => store::import(&ctx, &file, format),
+        Command::Store(StoreCommand::Export { format }) => store::export(&ctx, format),
         Command::Watch {
             paths,
             interval,

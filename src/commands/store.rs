@@ -1,23 +1,64 @@
 //! `mfactl store import FILE` / `mfactl store export`.
 
 use super::{out_with, Ctx};
+use crate::cli::DirectoryFormat;
 use crate::error::{CmdResult, Exit, Failure};
 use crate::model::{Group, Timestamp, User};
 use crate::sources;
 use crate::store::{self, Store};
 use std::path::Path;
 
-pub fn import(ctx: &Ctx, file: &Path) -> CmdResult {
+pub fn import(ctx: &Ctx, file: &Path, format: Option<DirectoryFormat>) -> CmdResult {
+    let stdin = file.as_os_str() == "-";
+    let name = if stdin {
+        "<stdin>".to_string()
+    } else {
+        file.display().to_string()
+    };
+    let format = format.unwrap_or_else(|| match file.extension().and_then(|e| e.to_str()) {
+        Some("jsonl" | "ndjson") => DirectoryFormat::Jsonl,
+        _ => DirectoryFormat::Yaml,
+    });
     let mut progress = super::Progress::new(ctx, "importing users");
-    let name = file.display().to_string();
-    let text = read_capped(file)?;
-    let mut st = ctx.open_store()?;
-    let (g, u, rev) = import_text_with(&mut st, &name, &text, &mut |d, t| progress.update(d, t))?;
+    let (g, u, rev) = match format {
+        DirectoryFormat::Jsonl => {
+            let mut input: Box<dyn std::io::BufRead + Send> = if stdin {
+                Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
+            } else {
+                let f = std::fs::File::open(file)
+                    .map_err(|e| Failure::error(format!("{name}: {}", sources::io_reason(&e))))?;
+                Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+            };
+            let mut st = ctx.open_store()?;
+            store::jsonl::import(&mut st, &name, &mut *input, &mut |d, t| {
+                progress.update(d, t)
+            })?
+            .map_err(|mut lines| {
+                lines.push("error: nothing was imported".into());
+                Failure::many(Exit::Error, lines)
+            })?
+        }
+        DirectoryFormat::Yaml => {
+            let text = if stdin {
+                read_capped_from(&name, std::io::stdin())?
+            } else {
+                read_capped(file)?
+            };
+            let mut st = ctx.open_store()?;
+            import_text_with(&mut st, &name, &text, &mut |d, t| progress.update(d, t))?
+        }
+    };
     drop(progress);
     ctx.status(&format!(
-        "Imported {u} users and {g} groups from {name}; store revision {rev}."
+        "Imported {} and {} from {name}; store revision {rev}.",
+        plural(u, "user", "users"),
+        plural(g, "group", "groups")
     ));
     Ok(Exit::Ok)
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Parses and imports a directory document; shared with `init --demo` and `demo`.
@@ -48,24 +89,69 @@ fn import_text_with(
 }
 
 pub fn read_capped(file: &Path) -> Result<String, Failure> {
-    use std::io::Read;
     let f = std::fs::File::open(file)
         .map_err(|e| Failure::error(format!("{}: {}", file.display(), sources::io_reason(&e))))?;
+    read_capped_from(&file.display().to_string(), f)
+}
+
+/// Reads a whole text of at most [`sources::MAX_FILE_BYTES`], which must be UTF-8.
+fn read_capped_from(name: &str, r: impl std::io::Read) -> Result<String, Failure> {
+    use std::io::Read;
     let mut buf = Vec::new();
-    f.take(sources::MAX_FILE_BYTES + 1)
+    r.take(sources::MAX_FILE_BYTES + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| Failure::error(format!("{}: {}", file.display(), sources::io_reason(&e))))?;
+        .map_err(|e| Failure::error(format!("{name}: {}", sources::io_reason(&e))))?;
     if buf.len() as u64 > sources::MAX_FILE_BYTES {
         return Err(Failure::error(format!(
-            "{}: larger than the {}-byte limit",
-            file.display(),
+            "{name}: larger than the {}-byte limit",
             sources::MAX_FILE_BYTES
         )));
     }
-    String::from_utf8(buf).map_err(|_| Failure::error(format!("{}: not UTF-8", file.display())))
+    String::from_utf8(buf).map_err(|_| Failure::error(format!("{name}: not UTF-8")))
 }
 
-pub fn export(ctx: &Ctx) -> CmdResult {
+pub fn export(ctx: &Ctx, format: DirectoryFormat) -> CmdResult {
+    if format == DirectoryFormat::Jsonl {
+        return export_jsonl(ctx);
+    }
+    export_yaml(ctx)
+}
+
+/// JSON Lines: the group lines, then a line per user, written a batch at a time.
+fn export_jsonl(ctx: &Ctx) -> CmdResult {
+    let st = ctx.open_store()?;
+    let mut failure: Option<Failure> = None;
+    out_with(|w| {
+        let mut write_failed = false;
+        let mut text = String::with_capacity(1 << 22);
+        let read = store::export_with(&st, store::EXPORT_BATCH, &mut |part| {
+            text.clear();
+            match part {
+                store::ExportPart::Groups(groups) => groups
+                    .iter()
+                    .for_each(|g| store::jsonl::write_group(&mut text, g)),
+                store::ExportPart::Users(users) => users
+                    .iter()
+                    .for_each(|u| store::jsonl::write_user(&mut text, u)),
+            }
+            write_failed = w.write_str(&text).is_err();
+            !write_failed
+        });
+        if let Err(e) = read {
+            failure = Some(e.into());
+        }
+        if write_failed {
+            return Err(std::fmt::Error);
+        }
+        Ok(())
+    });
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(Exit::Ok),
+    }
+}
+
+fn export_yaml(ctx: &Ctx) -> CmdResult {
     let st = ctx.open_store()?;
     // Streamed a batch at a time, so a million users are never all in memory, nor their YAML;
     // a second thread turns each batch into text while this one reads the next from SQLite.

@@ -47,7 +47,7 @@ pub fn parse(file: &str, text: &str) -> std::result::Result<Directory, Vec<Strin
 }
 
 /// Groups with an empty name or listed twice, as `FILE: message` lines.
-fn check_groups(file: &str, groups: &[Group], problems: &mut Vec<String>) {
+pub(super) fn check_groups(file: &str, groups: &[Group], problems: &mut Vec<String>) {
     let mut seen_groups = BTreeSet::new();
     for g in groups {
         if g.name.trim().is_empty() {
@@ -60,7 +60,7 @@ fn check_groups(file: &str, groups: &[Group], problems: &mut Vec<String>) {
 
 /// Users with an empty id, listed twice (`seen` holds the keys of the users before), or with two
 /// objects of a kind under one id, as `FILE: message` lines.
-fn check_users(
+pub(super) fn check_users(
     file: &str,
     users: &[User],
     seen: &mut BTreeSet<String>,
@@ -383,7 +383,7 @@ pub fn import_streamed(
 
 /// Runs `write` in one `BEGIN IMMEDIATE` transaction with a large page cache, bumping the revision
 /// and committing when it returns `Some((groups, users))`; rolling back when it returns `None`.
-fn in_import_transaction(
+pub(super) fn in_import_transaction(
     store: &mut Store,
     write: impl FnOnce(&rusqlite::Transaction, &Path) -> Result<Option<(usize, usize)>>,
 ) -> Result<Option<(usize, usize, i64)>> {
@@ -428,7 +428,7 @@ fn in_import_transaction(
 const IMPORT_CACHE_KIB: i64 = -65_536;
 
 /// Upserts the groups; the keys of every group the store then knows.
-fn write_groups(
+pub(super) fn write_groups(
     tx: &rusqlite::Transaction,
     path: &Path,
     groups: &[Group],
@@ -530,7 +530,7 @@ impl rusqlite::ToSql for crate::model::Timestamp {
 
 /// Replaces each of `users`' records as a whole (a user listed twice by its last record). Every
 /// group a user is in must be `known`. `progress(done, total)` is called as the rows are written.
-fn write_users(
+pub(super) fn write_users(
     tx: &rusqlite::Transaction,
     path: &Path,
     file: &str,

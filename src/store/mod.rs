@@ -7,6 +7,7 @@
 
 mod apply;
 mod directory;
+pub mod jsonl;
 mod load;
 pub mod plain_yaml;
 mod schema;

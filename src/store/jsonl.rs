@@ -1,0 +1,329 @@
+//! JSON Lines, the bulk form of the directory format: one object a line, the groups first
+//! (`{"kind":"group","name":…,"role-assignable":…}`), then the users (`{"kind":"user","id":…}`
+//! with the YAML format's user fields). Import reads the lines as a stream — a second thread
+//! parses them while this one checks and writes a batch of users at a time, in one transaction —
+//! so neither the file nor the directory is ever held whole; export writes a line per user.
+
+use super::directory::{
+    check_groups, check_users, in_import_transaction, write_groups, write_users,
+};
+use super::{Result, Store};
+use crate::model::{key_of, Group, User};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::io::BufRead;
+
+/// One group as a line (with its newline).
+pub fn write_group(out: &mut String, g: &Group) {
+    out.push_str("{\"kind\":\"group\",\"name\":");
+    out.push_str(&serde_json::Value::from(g.name.as_str()).to_string());
+    out.push_str(if g.role_assignable {
+        ",\"role-assignable\":true}\n"
+    } else {
+        ",\"role-assignable\":false}\n"
+    });
+}
+
+/// One user as a line (with its newline): `kind` first, then the fields in the YAML order.
+pub fn write_user(out: &mut String, u: &User) {
+    match serde_json::to_string(u) {
+        Ok(json) => {
+            out.push_str("{\"kind\":\"user\",");
+            out.push_str(&json[1..]);
+            out.push('\n');
+        }
+        // A user is plain data: serde_json cannot fail on it.
+        Err(_) => out.push_str("{\"kind\":\"user\"}\n"),
+    }
+}
+
+/// A line of the format, whatever the order of its keys.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum Line {
+    Group(Group),
+    User(Box<User>),
+}
+
+/// Parses one line; `Err` is the column (when serde_json knows it) and the message.
+fn parse_line(line: &mut String) -> std::result::Result<Line, (usize, String)> {
+    const USER: &str = "{\"kind\":\"user\",";
+    const GROUP: &str = "{\"kind\":\"group\",";
+    // Lines as export writes them skip serde's buffering of a tagged object: the tag is
+    // blanked out (whitespace is valid JSON) and the rest read straight into its type.
+    let fast = |line: &mut String, prefix: &str| {
+        line.replace_range(
+            ..prefix.len(),
+            &format!("{}{{", " ".repeat(prefix.len() - 1)),
+        );
+    };
+    let located = |e: serde_json::Error| {
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        (e.column(), crate::render::escape_text(&msg).into_owned())
+    };
+    if line.starts_with(USER) {
+        fast(line, USER);
+        return serde_json::from_str::<Box<User>>(line)
+            .map(Line::User)
+            .map_err(located);
+    }
+    if line.starts_with(GROUP) {
+        fast(line, GROUP);
+        return serde_json::from_str::<Group>(line)
+            .map(Line::Group)
+            .map_err(located);
+    }
+    serde_json::from_str::<Line>(line).map_err(located)
+}
+
+/// Users per batch written: a few megabytes.
+const BATCH: usize = 2_000;
+
+/// How many problems an import reports before it stops reading.
+const MAX_PROBLEMS: usize = 20;
+
+/// What a parsed batch carries: users with their line numbers, or the problems found.
+enum Parsed {
+    Groups(Vec<(usize, Group)>),
+    Users(Vec<(usize, User)>),
+    Problems(Vec<String>),
+}
+
+/// Imports the lines of `input` in one transaction. `Ok(Err(lines))`, with nothing written,
+/// when a line or entry is bad: each as `FILE:LINE[:COL]: message`.
+pub fn import(
+    store: &mut Store,
+    file: &str,
+    input: &mut (dyn BufRead + Send),
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<std::result::Result<(usize, usize, i64), Vec<String>>> {
+    let mut problems: Vec<String> = Vec::new();
+    let imported = in_import_transaction(store, |tx, path| {
+        std::thread::scope(|scope| {
+            let (out, parsed) = std::sync::mpsc::sync_channel::<Parsed>(4);
+            scope.spawn(move || read_lines(file, input, &out));
+            let mut known: Option<BTreeSet<String>> = None;
+            let mut seen = BTreeSet::new();
+            let mut groups: Vec<(usize, Group)> = Vec::new();
+            let (mut n_groups, mut n_users) = (0, 0);
+            for batch in parsed {
+                match batch {
+                    Parsed::Problems(p) => problems.extend(p),
+                    Parsed::Groups(g) => groups.extend(g),
+                    Parsed::Users(users) => {
+                        if known.is_none() {
+                            let mut bad = Vec::new();
+                            for (line, g) in &groups {
+                                check_groups(
+                                    &format!("{file}:{line}"),
+                                    std::slice::from_ref(g),
+                                    &mut bad,
+                                );
+                            }
+                            let mut names = BTreeSet::new();
+                            for (line, g) in &groups {
+                                if !names.insert(key_of(&g.name)) {
+                                    bad.push(format!(
+                                        "{file}:{line}: group `{}` is listed twice",
+                                        crate::render::escape_text(&g.name)
+                                    ));
+                                }
+                            }
+                            problems.extend(bad);
+                            let gs: Vec<Group> = groups.iter().map(|(_, g)| g.clone()).collect();
+                            n_groups = gs.len();
+                            known = Some(write_groups(tx, path, &gs)?);
+                        }
+                        let Some(known) = known.as_mut() else {
+                            continue;
+                        };
+                        for (line, u) in &users {
+                            let at = format!("{file}:{line}");
+                            check_users(&at, std::slice::from_ref(u), &mut seen, &mut problems);
+                            for g in &u.groups {
+                                if !known.contains(&key_of(g)) {
+                                    problems.push(format!(
+                                        "{at}: user `{}` is in group `{}`, which is neither in the \
+                                         file's group lines nor in the store; add a group line",
+                                        crate::render::escape_text(&u.id),
+                                        crate::render::escape_text(g)
+                                    ));
+                                }
+                            }
+                        }
+                        if problems.is_empty() {
+                            let users: Vec<User> = users.into_iter().map(|(_, u)| u).collect();
+                            write_users(tx, path, file, &users, known, &mut |_, _| {})?;
+                            n_users += users.len();
+                            progress(n_users, n_users);
+                        }
+                    }
+                }
+                if problems.len() >= MAX_PROBLEMS {
+                    break; // dropping the receiver stops the reader
+                }
+            }
+            if known.is_none() && problems.is_empty() {
+                let gs: Vec<Group> = groups.iter().map(|(_, g)| g.clone()).collect();
+                let mut bad = Vec::new();
+                check_groups(file, &gs, &mut bad);
+                problems.extend(bad);
+                n_groups = gs.len();
+                if problems.is_empty() {
+                    write_groups(tx, path, &gs)?;
+                }
+            }
+            Ok(problems.is_empty().then_some((n_groups, n_users)))
+        })
+    })?;
+    match imported {
+        Some(done) => Ok(Ok(done)),
+        None => {
+            problems.truncate(MAX_PROBLEMS);
+            Ok(Err(problems))
+        }
+    }
+}
+
+/// The reading thread: parses lines into batches and sends them on, in order.
+fn read_lines(
+    file: &str,
+    input: &mut (dyn BufRead + Send),
+    out: &std::sync::mpsc::SyncSender<Parsed>,
+) {
+    let mut users = Vec::with_capacity(BATCH);
+    let mut groups = Vec::new();
+    let mut line = String::new();
+    let mut number = 0usize;
+    let mut bad = 0usize;
+    let mut seen_user = false;
+    loop {
+        line.clear();
+        number += 1;
+        let read = read_line(input, &mut line);
+        let problem = match read {
+            Ok(0) => break,
+            Ok(_) => {
+                let text = line.trim_end_matches(['\n', '\r']);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let mut text = text.to_string();
+                match parse_line(&mut text) {
+                    Ok(Line::Group(g)) if seen_user => Some(format!(
+                        "{file}:{number}: group `{}` comes after the first user; group lines come first",
+                        crate::render::escape_text(&g.name)
+                    )),
+                    Ok(Line::Group(g)) => {
+                        groups.push((number, g));
+                        None
+                    }
+                    Ok(Line::User(u)) => {
+                        if !seen_user {
+                            seen_user = true;
+                            if out.send(Parsed::Groups(std::mem::take(&mut groups))).is_err() {
+                                return;
+                            }
+                        }
+                        users.push((number, *u));
+                        if users.len() == BATCH
+                            && out
+                                .send(Parsed::Users(std::mem::replace(
+                                    &mut users,
+                                    Vec::with_capacity(BATCH),
+                                )))
+                                .is_err()
+                        {
+                            return;
+                        }
+                        None
+                    }
+                    Err((0, m)) => Some(format!("{file}:{number}: {m}")),
+                    Err((col, m)) => Some(format!("{file}:{number}:{col}: {m}")),
+                }
+            }
+            Err(m) => {
+                let _ = out.send(Parsed::Problems(vec![format!("{file}:{number}: {m}")]));
+                return;
+            }
+        };
+        if let Some(p) = problem {
+            bad += 1;
+            if out.send(Parsed::Problems(vec![p])).is_err() || bad >= MAX_PROBLEMS {
+                return;
+            }
+        }
+    }
+    if !groups.is_empty() {
+        let _ = out.send(Parsed::Groups(groups));
+    }
+    if !users.is_empty() {
+        let _ = out.send(Parsed::Users(users));
+    }
+}
+
+/// The longest line read: a user with this many bytes of JSON is not a directory entry.
+const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Reads one line into `buf`, refusing one longer than [`MAX_LINE_BYTES`] or not UTF-8.
+fn read_line(
+    input: &mut (dyn BufRead + Send),
+    buf: &mut String,
+) -> std::result::Result<usize, String> {
+    let mut bytes = Vec::new();
+    let reader: &mut (dyn BufRead + Send) = &mut *input;
+    let mut limited = std::io::Read::take(reader, MAX_LINE_BYTES as u64 + 1);
+    let n = limited
+        .read_until(b'\n', &mut bytes)
+        .map_err(|e| crate::sources::io_reason(&e))?;
+    if bytes.len() > MAX_LINE_BYTES {
+        return Err(format!("a line longer than {MAX_LINE_BYTES} bytes"));
+    }
+    match String::from_utf8(bytes) {
+        Ok(s) => {
+            buf.push_str(&s);
+            Ok(n)
+        }
+        Err(e) => Err(format!(
+            "not UTF-8 (invalid byte at column {})",
+            e.utf8_error().valid_up_to() + 1
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_as_written_reads_back_whatever_its_key_order() {
+        let u: User = serde_yaml::from_str(
+            "id: a@x\nroles: [r]\nsessions: [{id: s\"1, issued-at: 2026-01-01T00:00:00Z}]\n",
+        )
+        .unwrap();
+        let mut out = String::new();
+        write_user(&mut out, &u);
+        assert!(
+            out.starts_with("{\"kind\":\"user\",\"id\":\"a@x\""),
+            "{out}"
+        );
+        let mut line = out.trim_end().to_string();
+        assert!(matches!(parse_line(&mut line), Ok(Line::User(v)) if *v == u));
+        let mut reordered = r#"{"id": "a@x", "kind": "user", "roles": ["r"]}"#.to_string();
+        assert!(matches!(parse_line(&mut reordered), Ok(Line::User(v)) if v.roles == ["r"]));
+        let g = Group {
+            name: "ops".into(),
+            role_assignable: true,
+        };
+        let mut out = String::new();
+        write_group(&mut out, &g);
+        let mut line = out.trim_end().to_string();
+        assert!(matches!(parse_line(&mut line), Ok(Line::Group(v)) if v == g));
+        let mut unknown = "{\"kind\":\"user\",\"id\":\"a\",\"colour\":1}".to_string();
+        let e = parse_line(&mut unknown).err().unwrap();
+        assert!(e.1.contains("unknown field `colour`"), "{e:?}");
+        let mut kind = "{\"kind\":\"robot\"}".to_string();
+        assert!(parse_line(&mut kind).is_err());
+    }
+}
