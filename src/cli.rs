@@ -74,6 +74,10 @@ pub enum Command {
         diff: bool,
     },
     /// Apply the manifests to the store, in one transaction
+    ///
+    /// SIGINT or SIGTERM before the commit rolls the apply back; mfactl then dies of that signal
+    /// (a shell reports 130 or 143), as it does when the signal comes earlier. After the commit,
+    /// the apply finishes.
     Apply {
         /// Manifest files or directories [default: ./manifests]
         #[arg(conflicts_with = "plan")]
@@ -90,7 +94,9 @@ pub enum Command {
         /// Allow changing more users than guardrails.yaml's max-users-per-apply
         #[arg(long)]
         allow_large: bool,
-        /// New file (mode 0600) for the temporary passwords of reset-password
+        /// New file (mode 0600) for the temporary passwords of reset-password; it appears only
+        /// once the apply has committed (until then they wait in FILE.uncommitted-PLAN_ID, which
+        /// the next apply to FILE hands over or deletes)
         #[arg(long, value_name = "FILE")]
         credentials_out: Option<PathBuf>,
         /// Apply even though the audit chain is broken; the acceptance is recorded in the chain

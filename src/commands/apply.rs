@@ -3,7 +3,8 @@
 //! The plan is recomputed under the write lock, so what is applied is exactly what the store held
 //! at that moment; on a terminal, the plan the user approved must still be that plan.
 
-use super::{compute_plan, manifests, out_with, Ctx, Loaded};
+use super::interrupt::{self, Interrupts};
+use super::{compute_plan, credentials, manifests, out_with, Ctx, Loaded};
 use crate::error::{CmdResult, Exit, Failure};
 use crate::model::{key_of, Action, Secret};
 use crate::plan::Plan;
@@ -240,10 +241,22 @@ pub fn apply_locked(
     now: crate::model::Timestamp,
     opts: &Options,
 ) -> Result<Option<Applied>, Failure> {
-    apply_locked_with(tx, path, plan, policy, actor, now, opts, &mut |_, _| {})
+    apply_locked_with(
+        tx,
+        path,
+        plan,
+        policy,
+        actor,
+        now,
+        opts,
+        &Interrupts::none(),
+        &mut |_, _| {},
+    )
 }
 
-/// [`apply_locked`], reporting the writes' progress to `progress(done, total)`.
+/// [`apply_locked`], reporting the writes' progress to `progress(done, total)` and rolling back
+/// when `interrupts` caught a signal before the commit. The passwords wait in a pending file that
+/// becomes `--credentials-out` only once the apply has committed (see `credentials`).
 #[allow(clippy::too_many_arguments)]
 fn apply_locked_with(
     tx: rusqlite::Transaction<'_>,
@@ -253,6 +266,7 @@ fn apply_locked_with(
     actor: &str,
     now: crate::model::Timestamp,
     opts: &Options,
+    interrupts: &Interrupts,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Option<Applied>, Failure> {
     if plan.is_empty() {
@@ -275,13 +289,12 @@ fn apply_locked_with(
     // one apply of eighteen).
     let mut hashed: BTreeMap<String, String> = BTreeMap::new();
     for (u, pw) in &issued {
+        interrupts.check()?;
         hashed.insert(key_of(u), hash_password(pw)?);
     }
-    let creds = match &opts.credentials_out {
-        Some(file) if !issued.is_empty() => {
-            write_credentials(file, &issued)?;
-            Some((file.clone(), issued.len()))
-        }
+    interrupts.check()?;
+    let pending = match &opts.credentials_out {
+        Some(file) if !issued.is_empty() => Some(credentials::write(file, &plan.id, &issued)?),
         _ => None,
     };
     drop(issued); // the clear texts are zeroized now
@@ -295,22 +308,42 @@ fn apply_locked_with(
         opts.accept_broken_audit,
         progress,
     )
-    .and_then(|rev| store::commit(tx, path).map(|_| rev));
-    match committed {
-        Ok(revision) => {
-            store::failpoint("apply-after-commit");
-            Ok(Some(Applied {
-                revision,
-                credentials: creds,
-            }))
-        }
+    .map_err(Failure::from)
+    .and_then(|rev| {
+        interrupt::failpoint_wait("apply-wait-before-commit", &|| {
+            interrupts.caught().is_some()
+        });
+        interrupts.check()?; // the last moment a signal stops the apply
+        store::commit(tx, path)?;
+        Ok(rev)
+    });
+    let revision = match committed {
+        Ok(revision) => revision,
         Err(e) => {
-            if let Some((f, _)) = &creds {
-                let _ = std::fs::remove_file(f); // those passwords were never set
+            if let Some(p) = pending {
+                p.discard(); // those passwords were never set
             }
-            Err(e.into())
+            return Err(e);
         }
-    }
+    };
+    store::failpoint("apply-after-commit");
+    let credentials = match pending {
+        Some(p) => {
+            let n = p.count();
+            let file = p.publish().map_err(|why| {
+                Failure::error(format!(
+                    "the apply committed (store revision {revision}, plan {}), but {why}",
+                    plan.id
+                ))
+            })?;
+            Some((file, n))
+        }
+        None => None,
+    };
+    Ok(Some(Applied {
+        revision,
+        credentials,
+    }))
 }
 
 fn commit_plan(
@@ -322,12 +355,27 @@ fn commit_plan(
     actor: &str,
     opts: &Options,
 ) -> CmdResult {
+    // From here until the commit, SIGINT and SIGTERM roll the apply back; the process then dies
+    // of the signal, as it would have before this point.
+    let interrupts = Interrupts::install()?;
     let mut bar = super::Progress::new(ctx, "applying changes");
-    let applied = apply_locked_with(tx, path, plan, policy, actor, ctx.now, opts, &mut |d, t| {
-        bar.update(d, t)
-    });
+    let applied = apply_locked_with(
+        tx,
+        path,
+        plan,
+        policy,
+        actor,
+        ctx.now,
+        opts,
+        &interrupts,
+        &mut |d, t| bar.update(d, t),
+    );
     drop(bar);
-    let Some(applied) = applied? else {
+    let applied = match (applied, interrupts.caught()) {
+        (Err(f), Some(sig)) => interrupt::die_of(sig, &f),
+        (applied, _) => applied?,
+    };
+    let Some(applied) = applied else {
         ctx.status("Nothing to apply.");
         return Ok(Exit::Ok);
     };
@@ -472,37 +520,6 @@ fn hash_password(pw: &Secret) -> Result<String, Failure> {
         .hash_password(pw.expose().as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| Failure::error(format!("hashing a temporary password: {e}")))
-}
-
-/// Writes `user<TAB>password` lines to a new 0600 file (never an existing file or a symlink).
-fn write_credentials(file: &Path, issued: &[(&str, Secret)]) -> Result<(), Failure> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| {
-        Failure::error(format!(
-            "--credentials-out {}: {}; it must be a new file; nothing was applied",
-            file.display(),
-            io_reason(&e)
-        ))
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(file)
-        .map_err(fail)?;
-    let mut body = zeroize::Zeroizing::new(String::new());
-    for (u, pw) in issued {
-        body.push_str(u);
-        body.push('\t');
-        body.push_str(pw.expose());
-        body.push('\n');
-    }
-    let written = f.write_all(body.as_bytes()).and_then(|_| f.sync_all());
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(file);
-        return Err(fail(e));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

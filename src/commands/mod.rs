@@ -4,8 +4,10 @@
 
 pub mod apply;
 pub mod audit;
+pub mod credentials;
 pub mod demo;
 pub mod init;
+pub mod interrupt;
 pub mod plan;
 pub mod planning;
 pub mod show;
@@ -367,6 +369,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             credentials_out,
             accept_broken_audit,
         } => {
+            credentials::settle_before_apply(&ctx, credentials_out.as_deref())?;
             let opts = apply::Options {
                 auto_approve,
                 allow_large,

@@ -213,6 +213,30 @@ pub fn plan_applied(conn: &rusqlite::Connection, path: &Path, plan_id: &str) -> 
     .map_err(|e| map_err(path, "read applied plans", e))
 }
 
+/// A user's stored password hash; `None` for an unknown user, no hash, or a value that is not
+/// text (a damaged store is then simply not believed).
+pub fn password_hash(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    key: &str,
+) -> Result<Option<String>> {
+    use rusqlite::types::ValueRef;
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT password_hash FROM users WHERE key = ?1",
+        [key],
+        |r| {
+            Ok(match r.get_ref(0)? {
+                ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_owned),
+                _ => None,
+            })
+        },
+    )
+    .optional()
+    .map(Option::flatten)
+    .map_err(|e| map_err(path, "read password hashes", e))
+}
+
 /// A record's JSON columns, as stored.
 struct Texts {
     before: String,

@@ -12,7 +12,7 @@ mod load;
 pub mod plain_yaml;
 mod schema;
 
-pub use apply::{apply_plan, failpoint, plan_applied};
+pub use apply::{apply_plan, failpoint, password_hash, plan_applied};
 pub use directory::{
     export, export_with, import, import_streamed, import_with_progress, parse as directory_parse,
     show, user_batches, ExportPart, EXPORT_BATCH,

@@ -247,6 +247,7 @@ mod tests {
             plan_id: None,
             revision: Some(3),
             credentials: None,
+            settled: Vec::new(),
             duration: Duration::from_millis(20),
         };
         m.record(Trigger::File, &r);

@@ -250,6 +250,9 @@ pub fn log_report(trigger: Trigger, r: &Report, settings: &Settings) {
             _ => tracing::error!(trigger = %trigger.as_str(), "{msg}"),
         }
     }
+    for line in &r.settled {
+        tracing::warn!(trigger = %trigger.as_str(), "{line}");
+    }
     for d in &r.drift {
         let actions: Vec<&str> = d.actions.iter().map(|a| a.verb()).collect();
         tracing::info!(

@@ -5,7 +5,7 @@
 //! [`Report`] that the loop logs and turns into metrics.
 
 use crate::commands::apply::{apply_locked, Options as ApplyOptions};
-use crate::commands::{compute_plan, manifests, Ctx, Loaded};
+use crate::commands::{compute_plan, credentials, manifests, Ctx, Loaded};
 use crate::error::{Exit, Failure};
 use crate::model::{Action, ActionKind, Timestamp};
 use crate::plan::Plan;
@@ -136,6 +136,8 @@ pub struct Report {
     pub revision: Option<i64>,
     /// The credentials file written and how many passwords it holds.
     pub credentials: Option<(PathBuf, usize)>,
+    /// What became of credentials files left by an interrupted apply, one line each.
+    pub settled: Vec<String>,
     pub duration: Duration,
 }
 
@@ -152,6 +154,7 @@ impl Report {
             plan_id: None,
             revision: None,
             credentials: None,
+            settled: Vec::new(),
             duration: Duration::ZERO,
         }
     }
@@ -225,7 +228,30 @@ fn run(ctx: &Ctx, settings: &Settings) -> Report {
         Ok(tx) => tx,
         Err(e) => return store_failure(e),
     };
-    let plan = match compute_plan(&tx, &path, &input, &policy, Some(actor), now) {
+    // Passwords left by an apply that was killed: handed over if it committed, else deleted.
+    let settled = match &settings.credentials_dir {
+        Some(dir) => match credentials::settle(&tx, &path, &credentials::leftovers_in(dir)) {
+            Ok(notes) => notes,
+            Err(f) => return Report::failed(Outcome::Error, f),
+        },
+        None => Vec::new(),
+    };
+    let mut report = plan_and_apply(tx, &path, &input, &policy, actor, now, settings);
+    report.settled = settled;
+    report
+}
+
+/// The plan and, all or nothing, its apply, under the write lock `tx` holds.
+fn plan_and_apply(
+    tx: rusqlite::Transaction<'_>,
+    path: &std::path::Path,
+    input: &Loaded,
+    policy: &crate::policy::Policy,
+    actor: &str,
+    now: Timestamp,
+    settings: &Settings,
+) -> Report {
+    let plan = match compute_plan(&tx, path, input, policy, Some(actor), now) {
         Ok(plan) => plan,
         Err(f) => return plan_failure(f),
     };
@@ -235,10 +261,10 @@ fn run(ctx: &Ctx, settings: &Settings) -> Report {
         credentials_out: settings
             .credentials_dir
             .as_ref()
-            .map(|d| d.join(format!("credentials-{}.tsv", plan.id))),
+            .map(|d| credentials::daemon_file(d, &plan.id)),
         accept_broken_audit: false,
     };
-    let mut report = match apply_locked(tx, &path, &plan, &policy, actor, now, &opts) {
+    let mut report = match apply_locked(tx, path, &plan, policy, actor, now, &opts) {
         Ok(None) => {
             let mut r = Report::new(Outcome::InSync);
             r.drifted = Some(0);
