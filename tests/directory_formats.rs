@@ -190,3 +190,77 @@ fn a_bad_json_line_is_named_and_nothing_is_imported() {
     assert!(o.stderr.contains("bin.jsonl:1: not UTF-8"), "{}", o.stderr);
     assert_eq!(env.export(), before);
 }
+
+/// A directory in export's layout, `n` users of about 700 bytes each.
+fn big_yaml(n: usize) -> String {
+    let mut yaml = String::with_capacity(n * 720 + 64);
+    yaml.push_str("groups:\n- name: staff\nusers:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "- id: user-{i:07}@contoso.example\n  display-name: User {i}\n  enabled: true\n  \
+             roles: []\n  groups:\n  - staff\n  password-set-at: 2026-01-01T00:00:00Z\n  \
+             must-change-password: false\n  registration-valid-from: null\n  \
+             sessions-valid-from: null\n  devices-valid-from: null\n  methods:\n  \
+             - id: m-{i}-1\n    kind: authenticator-app\n    registered-at: 2025-06-01T00:00:00Z\n  \
+             - id: m-{i}-2\n    kind: sms\n    registered-at: 2025-07-01T00:00:00Z\n  sessions:\n  \
+             - id: s-{i}-1\n    issued-at: 2026-11-20T10:00:00Z\n  - id: s-{i}-2\n    \
+             issued-at: 2026-11-21T10:00:00Z\n  trusted-devices:\n  - id: d-{i}-1\n    \
+             name: laptop\n    remembered-at: 2026-10-01T00:00:00Z\n  app-passwords:\n  \
+             - id: a-{i}-1\n    name: outlook\n    created-at: 2024-02-01T00:00:00Z\n"
+        ));
+    }
+    yaml
+}
+
+#[test]
+fn store_import_refused_its_own_export_past_64_mib() {
+    let n = 100_000;
+    let yaml = big_yaml(n);
+    assert!(yaml.len() > 64 * 1024 * 1024, "{} bytes", yaml.len());
+    let env = Env::empty();
+    env.write("big.yaml", &yaml);
+    let o = import_ok(&env, &["big.yaml"]);
+    assert!(
+        o.stderr.contains(&format!("Imported {n} users")),
+        "{}",
+        o.stderr
+    );
+    let exported = env.export();
+    assert_eq!(exported, yaml, "export writes the same layout back");
+    // And its own export of that size imports again, into a fresh store, from stdin too.
+    let fresh = Env::empty();
+    let mut child = fresh
+        .cmd()
+        .args(["store", "import", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(exported.as_bytes())
+    });
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fresh.export(), yaml);
+
+    // A bad entry far into such a file is named by its line, and nothing is imported.
+    let bad_at = yaml.len() - 300;
+    let cut = yaml[..bad_at].rfind("\n  display-name:").unwrap();
+    let mut broken = yaml.clone();
+    broken.replace_range(cut + 1..cut + 15, "  display-name: [unclosed");
+    let line = broken[..cut + 1].lines().count() + 1;
+    let env = Env::empty();
+    env.write("broken.yaml", &broken);
+    let o = env.run(&["store", "import", "broken.yaml"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stderr.contains(&format!("broken.yaml:{line}:")),
+        "line {line}: {}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("nothing was imported"), "{}", o.stderr);
+    assert_eq!(env.export(), "groups: []\nusers: []\n");
+}

@@ -39,13 +39,40 @@ pub fn import(ctx: &Ctx, file: &Path, format: Option<DirectoryFormat>) -> CmdRes
             })?
         }
         DirectoryFormat::Yaml => {
-            let text = if stdin {
-                read_capped_from(&name, std::io::stdin())?
-            } else {
-                read_capped(file)?
-            };
+            use std::io::Read;
+            let mut input: Box<dyn Read + Send> =
+                if stdin {
+                    Box::new(std::io::stdin())
+                } else {
+                    Box::new(std::fs::File::open(file).map_err(|e| {
+                        Failure::error(format!("{name}: {}", sources::io_reason(&e)))
+                    })?)
+                };
+            // Up to the manifest limit the file is read whole, in any layout YAML allows; a
+            // larger one is read a piece at a time, so that memory stays flat at any size.
+            let mut head = Vec::new();
+            (&mut input)
+                .take(sources::MAX_FILE_BYTES + 1)
+                .read_to_end(&mut head)
+                .map_err(|e| Failure::error(format!("{name}: {}", sources::io_reason(&e))))?;
             let mut st = ctx.open_store()?;
-            import_text_with(&mut st, &name, &text, &mut |d, t| progress.update(d, t))?
+            if head.len() as u64 <= sources::MAX_FILE_BYTES {
+                let text = String::from_utf8(head)
+                    .map_err(|_| Failure::error(format!("{name}: not UTF-8")))?;
+                import_text_with(&mut st, &name, &text, &mut |d, t| progress.update(d, t))?
+            } else {
+                let mut rest = std::io::BufReader::with_capacity(
+                    1 << 20,
+                    std::io::Cursor::new(head).chain(input),
+                );
+                store::yaml_stream::import(&mut st, &name, &mut rest, &mut |d, t| {
+                    progress.update(d, t)
+                })?
+                .map_err(|mut lines| {
+                    lines.push("error: nothing was imported".into());
+                    Failure::many(Exit::Error, lines)
+                })?
+            }
         }
     };
     drop(progress);

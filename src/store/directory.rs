@@ -105,11 +105,11 @@ pub(super) fn check_users(
 }
 
 /// About this many bytes of users per piece.
-const PIECE_BYTES: usize = 1 << 20;
+pub(super) const PIECE_BYTES: usize = 1 << 20;
 
 /// A piece of the users list: by the plain-YAML reader when it lies in its subset, else by
 /// serde_yaml (behind the nesting guard); `None` when neither reads it.
-fn piece_users(text: &str) -> Option<Vec<User>> {
+pub(super) fn piece_users(text: &str) -> Option<Vec<User>> {
     super::plain_yaml::users(text).or_else(|| {
         crate::manifest::guard::check_nesting(text).ok()?;
         serde_yaml::from_str(text).ok()
@@ -185,7 +185,7 @@ struct Layout<'a> {
 
 /// Whether a part of a document may be read in pieces: no anchor, alias or tag (which could
 /// reach across pieces), no tab or carriage return, and only characters YAML accepts anywhere.
-fn piecewise(part: &str) -> bool {
+pub(super) fn piecewise(part: &str) -> bool {
     // One pass over the bytes (`str::contains` with a set of chars goes char by char).
     let odd = |b: &u8| {
         matches!(b, b'&' | b'*' | b'!' | b'\t' | b'\r') || (b.is_ascii_control() && *b != b'\n')
@@ -204,8 +204,27 @@ fn layout(text: &str) -> Option<Layout<'_>> {
     let (head, body) = text.split_at(at);
     let body = &body["users:\n".len()..];
     let is_comment = |l: &str| l.trim().is_empty() || l.trim_start().starts_with('#');
-    // The root mapping starts at column 0, and nothing else in the head may be `users` or a
-    // document marker.
+    let groups = head_groups(head)?;
+    // The list's indent is that of its first item; the comments before it are checked here,
+    // the rest with the pieces.
+    let first = body.lines().find(|l| !is_comment(l))?;
+    let before = body.find(first).unwrap_or(0);
+    if !piecewise(&body[..before]) {
+        return None;
+    }
+    let indent = first.len() - first.trim_start_matches(' ').len();
+    Some(Layout {
+        groups,
+        body,
+        indent,
+    })
+}
+
+/// The groups of the part of a plain-layout document before its `users:` line; `None` when that
+/// part is not in the plain layout: the root mapping at column 0, nothing in it named `users`,
+/// no document marker, and nothing [`piecewise`] refuses.
+pub(super) fn head_groups(head: &str) -> Option<Vec<Group>> {
+    let is_comment = |l: &str| l.trim().is_empty() || l.trim_start().starts_with('#');
     if !piecewise(head)
         || head
             .lines()
@@ -217,29 +236,45 @@ fn layout(text: &str) -> Option<Layout<'_>> {
     {
         return None;
     }
-    // The list's indent is that of its first item; the comments before it are checked here,
-    // the rest with the pieces.
-    let first = body.lines().find(|l| !is_comment(l))?;
-    let before = body.find(first).unwrap_or(0);
-    if !piecewise(&body[..before]) {
+    if head.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    crate::manifest::guard::check_nesting(head).ok()?;
+    let head: Directory = serde_yaml::from_str(head).ok()?;
+    if !head.users.is_empty() {
         return None;
     }
-    let indent = first.len() - first.trim_start_matches(' ').len();
-    let groups = if head.trim().is_empty() {
-        Vec::new()
-    } else {
-        crate::manifest::guard::check_nesting(head).ok()?;
-        let head: Directory = serde_yaml::from_str(head).ok()?;
-        if !head.users.is_empty() {
-            return None;
+    Some(head.groups)
+}
+
+/// Why a piece of the users list that starts at line `at` of `file` does not read, as
+/// `FILE:LINE:COL: message`.
+pub(super) fn piece_problem(file: &str, piece: &str, at: usize) -> String {
+    if !piecewise(piece) {
+        return format!(
+            "{file}:{at}: the users from this line on hold an anchor, alias, tag, tab or control \
+             character, which a directory file this large may not; use JSON Lines"
+        );
+    }
+    if let Err((line, col, msg)) = crate::manifest::guard::check_nesting(piece) {
+        return format!("{file}:{}:{col}: {msg}", at + line - 1);
+    }
+    match serde_yaml::from_str::<Vec<User>>(piece) {
+        Ok(_) => format!("{file}:{at}: these users do not read as a list of users"),
+        Err(e) => {
+            let (line, col) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            format!(
+                "{file}:{}:{col}: {}",
+                at + line - 1,
+                crate::render::escape_text(&msg)
+            )
         }
-        head.groups
-    };
-    Some(Layout {
-        groups,
-        body,
-        indent,
-    })
+    }
 }
 
 /// Cuts the users list into pieces of about [`PIECE_BYTES`] at items and hands each to `each`

@@ -11,6 +11,7 @@ pub mod jsonl;
 mod load;
 pub mod plain_yaml;
 mod schema;
+pub mod yaml_stream;
 
 pub use apply::{apply_plan, failpoint, password_hash, plan_applied};
 pub use directory::{
