@@ -115,10 +115,21 @@ pub fn mfactl(cwd: &Path, args: &[&str]) -> Result<Run, String> {
             };
             bytes += n as u64;
             for &b in &buf[..n] {
+                // A user starts a line with `- id: ` in YAML, `{"kind":"user"` in JSON Lines.
                 if at_line_start {
                     pending.push(b);
-                    if pending.len() == 6 {
-                        ids += u64::from(pending == b"- id: ");
+                    let done = match pending.len() {
+                        6 if pending != b"{\"kind\"" => {
+                            ids += u64::from(pending == b"- id: ");
+                            true
+                        }
+                        14 => {
+                            ids += u64::from(pending == b"{\"kind\":\"user\"");
+                            true
+                        }
+                        _ => false,
+                    };
+                    if done {
                         at_line_start = false;
                         pending.clear();
                     }
@@ -396,6 +407,9 @@ pub const APPLY_SAVED: &str = "apply --plan (the M=100k plan saved)";
 pub const EMPTY: &str = "plan after apply (empty)";
 pub const IMPORT: &str = "store import 100k users";
 pub const EXPORT: &str = "store export 1M users";
+pub const EXPORT_JSONL: &str = "store export --format jsonl, 1M users";
+pub const IMPORT_JSONL: &str = "store import JSON Lines, 1M users (its export)";
+pub const IMPORT_YAML_BIG: &str = "store import YAML, 1M users (its export)";
 pub const VALIDATE: &str = "validate M=100k N=1M";
 pub const REF_PARSE: &str = "bare YAML parse (M=100k manifests)";
 pub const REF_READ: &str = "bare SQL read (rows of the M=100k plan)";
@@ -529,6 +543,69 @@ pub fn run(cfg: &Config) -> Result<(Report, Tenants), String> {
             })
         },
     )?;
+
+    let argv = [
+        "--store", &big_store, "store", "export", "--format", "jsonl",
+    ];
+    scenario(
+        cfg,
+        &mut report,
+        EXPORT_JSONL,
+        cfg.big,
+        runs,
+        none,
+        &argv,
+        &|r: &Run| {
+            expect(r.code == 0 && r.out_ids == big_users as u64, || {
+                format!(
+                    "exit {}, {} users exported; expected {big_users}",
+                    r.code, r.out_ids
+                )
+            })
+        },
+    )?;
+
+    // Round trips: the big directory exported in each format (untimed), imported into a fresh
+    // store (timed), and exported again, byte for byte the same.
+    let imported = cfg.dir.join("import.db");
+    let imported_s = s(&imported);
+    for (name, format, file) in [
+        (IMPORT_JSONL, "jsonl", "directory-1m.jsonl"),
+        (IMPORT_YAML_BIG, "yaml", "directory-1m.yaml"),
+    ] {
+        let file = cfg.dir.join(file);
+        export_to(cfg, &big.store, format, &file)?;
+        let file_s = s(&file);
+        let mut fresh = || -> Result<(), String> {
+            remove_store(&imported);
+            let r = mfactl(&cfg.dir, &["--store", &imported_s, "init"])?;
+            expect(r.code == 0, || format!("init: {}", r.stderr))
+        };
+        let argv = ["--store", &imported_s, "store", "import", &file_s];
+        scenario(
+            cfg,
+            &mut report,
+            name,
+            cfg.big,
+            runs,
+            &mut fresh,
+            &argv,
+            &|r: &Run| {
+                expect(
+                    r.code == 0 && r.stderr.contains(&format!("Imported {big_users} users")),
+                    || format!("exit {}", r.code),
+                )
+            },
+        )?;
+        let again = cfg.dir.join(format!("again.{format}"));
+        export_to(cfg, &imported, format, &again)?;
+        expect(same_bytes(&file, &again)?, || {
+            format!("{name}: the export of the imported store differs from the file imported")
+        })?;
+        let _ = std::fs::remove_file(&again);
+        let _ = std::fs::remove_file(&file);
+    }
+    remove_store(&imported);
 
     let imported = cfg.dir.join("import.db");
     let imported_s = s(&imported);
@@ -708,6 +785,52 @@ pub struct Tenants {
     pub big: Tenant,
     pub small: Tenant,
     pub few: Tenant,
+}
+
+/// `mfactl --store STORE store export --format FORMAT > OUT`, untimed.
+fn export_to(cfg: &Config, store: &Path, format: &str, out: &Path) -> Result<(), String> {
+    let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let status = Command::new(BIN)
+        .current_dir(&cfg.dir)
+        .args([
+            "--store",
+            &store.display().to_string(),
+            "store",
+            "export",
+            "--format",
+            format,
+        ])
+        .stdout(file)
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| format!("{BIN}: {e}"))?;
+    expect(status.success(), || {
+        format!("export to {}: {status}", out.display())
+    })
+}
+
+/// Whether two files hold the same bytes, read a megabyte at a time.
+fn same_bytes(a: &Path, b: &Path) -> Result<bool, String> {
+    let open = |p: &Path| {
+        std::fs::File::open(p)
+            .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let (mut a, mut b) = (open(a)?, open(b)?);
+    loop {
+        use std::io::BufRead;
+        let x = a.fill_buf().map_err(|e| e.to_string())?.to_vec();
+        let y = b.fill_buf().map_err(|e| e.to_string())?;
+        let n = x.len().min(y.len());
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(x.is_empty() && y.is_empty());
+        }
+        a.consume(n);
+        b.consume(n);
+    }
 }
 
 fn remove_store(p: &Path) {
@@ -1089,6 +1212,24 @@ pub fn table(r: &Report) -> String {
                     format!("≥ 50,000 users/s: {}/s", thousands(rate as usize)),
                     rate >= 50_000.0,
                 )
+            }
+            EXPORT_JSONL => {
+                let rate = row.users as f64 / w.as_secs_f64();
+                (
+                    format!("≥ 300,000 users/s: {}/s", thousands(rate as usize)),
+                    rate >= 300_000.0,
+                )
+            }
+            IMPORT_JSONL => {
+                let rate = row.users as f64 / w.as_secs_f64();
+                (
+                    format!("≥ 150,000 users/s: {}/s", thousands(rate as usize)),
+                    rate >= 150_000.0,
+                )
+            }
+            IMPORT_YAML_BIG => {
+                let rate = row.users as f64 / w.as_secs_f64();
+                (format!("round trip; {}/s", thousands(rate as usize)), true)
             }
             EXPORT => {
                 let rate = row.users as f64 / w.as_secs_f64();

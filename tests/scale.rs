@@ -211,6 +211,9 @@ fn every_scale_scenario_at_a_few_thousand_users() {
         scale::PLAN_ALL,
         scale::VALIDATE,
         scale::EXPORT,
+        scale::EXPORT_JSONL,
+        scale::IMPORT_JSONL,
+        scale::IMPORT_YAML_BIG,
         scale::IMPORT,
         scale::APPLY,
         scale::APPLY_SAVED,
@@ -228,7 +231,7 @@ fn every_scale_scenario_at_a_few_thousand_users() {
                 || l.starts_with("| apply")
                 || l.starts_with("| validate"))
             .count(),
-        10,
+        13,
         "{table}"
     );
     assert!(report
