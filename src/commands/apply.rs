@@ -30,6 +30,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     let input = manifests(paths)?;
     let policy = ctx.policy()?;
     let mut st = ctx.open_store()?;
+    ctx.warn_unprotected(&st, &policy)?;
     let preview = if interactive {
         let plan = compute_plan(st.conn(), st.path(), &input, &policy, Some(&actor), ctx.now)?;
         out_with(|w| render::text::write_plan(w, &plan, ctx.style));
@@ -106,6 +107,7 @@ pub fn run_saved(ctx: &Ctx, file: &Path, opts: &Options) -> CmdResult {
     let saved = crate::saved::parse(&name, &text).map_err(Failure::error)?;
     let policy = ctx.policy()?;
     let mut st = ctx.open_store()?;
+    ctx.warn_unprotected(&st, &policy)?;
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
     if store::plan_applied(&tx, &path, &saved.plan_id)? {
@@ -166,6 +168,7 @@ pub fn run_saved(ctx: &Ctx, file: &Path, opts: &Options) -> CmdResult {
         created_at: ctx.now,
         actor: Some(actor.clone()),
         store_revision: actual.revision,
+        policies: policy.source.to_string(),
         changes,
         skipped: Vec::new(),
     };

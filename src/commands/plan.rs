@@ -27,10 +27,13 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     let input = manifests(paths)?;
     let policy = ctx.policy()?;
     let st = ctx.open_store()?;
+    let unprotected = ctx.unprotected_warning(&st, &policy)?;
     let mut writer: Box<dyn PlanWriter> = match opts.format {
         PlanFormat::Text => Box::new(render::text::Writer::new(ctx.style)),
         PlanFormat::Json => Box::new(render::json::Writer::new(opts.diff)),
-        PlanFormat::Markdown => Box::new(render::markdown::Writer::default()),
+        PlanFormat::Markdown => Box::new(render::markdown::Writer::with_warnings(
+            unprotected.iter().cloned().collect(),
+        )),
     };
     let mut stdout: Option<Stdout> = None;
     let mut saved: Option<Saved> = None;
@@ -115,6 +118,9 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
             file.display(),
             file.display()
         ));
+    }
+    if let Some(w) = &unprotected {
+        ctx.status(&format!("warning: {w}"));
     }
     if summary.users > policy.guardrails.max_users_per_apply {
         ctx.status(&format!(

@@ -13,8 +13,8 @@ mod schema;
 
 pub use apply::{apply_plan, failpoint, plan_applied};
 pub use directory::{
-    export, export_with, import, import_streamed, import_with_progress, parse as directory_parse,
-    show, user_batches, ExportPart, EXPORT_BATCH,
+    export, export_with, import, import_streamed, import_with_progress, locate_roles,
+    parse as directory_parse, show, user_batches, ExportPart, EXPORT_BATCH,
 };
 pub use load::{existing_users, load, load_actor, load_groups, load_keys, member_keys};
 
