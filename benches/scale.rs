@@ -29,6 +29,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mfactl");
+/// The repository's example policies, whose guardrails protect the generated tenant's
+/// break-glass account (the built-in guardrails protect nobody).
+pub const POLICIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
 
 /// Sizes and where to put the tenants.
 #[derive(Debug, Clone)]
@@ -86,6 +89,7 @@ pub struct Run {
 pub fn mfactl(cwd: &Path, args: &[&str]) -> Result<Run, String> {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(cwd)
+        .args(["--policies", POLICIES])
         .args(args)
         .env("MFACTL_NOW", generate::NOW)
         .env("NO_COLOR", "1")
@@ -119,7 +123,7 @@ pub fn mfactl(cwd: &Path, args: &[&str]) -> Result<Run, String> {
                 if at_line_start {
                     pending.push(b);
                     let done = match pending.len() {
-                        6 if pending != b"{\"kind\"" => {
+                        6 if pending != b"{\"kind" => {
                             ids += u64::from(pending == b"- id: ");
                             true
                         }
@@ -999,6 +1003,8 @@ fn planned_changes(cfg: &Config, t: &Tenant) -> Result<Vec<Planned>, String> {
     let out = Command::new(BIN)
         .current_dir(&cfg.dir)
         .args([
+            "--policies",
+            POLICIES,
             "--store",
             &store,
             "plan",

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 pub const NOW: &str = "2026-11-30T12:00:00Z";
 /// User 0: holds `global-administrator`, so it may apply every change.
 pub const ADMIN: &str = "admin@contoso.example";
-/// User 1: the default policy's protected user (break-glass account).
+/// User 1: the protected user (break-glass account) of the repository's example policies.
 pub const BREAKGLASS: &str = "breakglass@contoso.example";
 /// Users per import transaction when writing the store.
 pub const CHUNK: usize = 20_000;

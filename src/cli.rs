@@ -103,6 +103,11 @@ pub enum Command {
         #[arg(long)]
         accept_broken_audit: bool,
     },
+    /// The roles and guardrails in force, and where they came from (built-in, ./policies, --policies)
+    Policies {
+        #[arg(long, value_enum, default_value = "text")]
+        format: PoliciesFormat,
+    },
     /// Print the manifest JSON Schema (draft 2020-12)
     Schema,
     /// Print a shell completion script
@@ -199,6 +204,12 @@ pub enum ValidateFormat {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoliciesFormat {
     Text,
     Json,
 }

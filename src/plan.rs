@@ -117,6 +117,9 @@ pub struct Plan {
     pub created_at: Timestamp,
     pub actor: Option<String>,
     pub store_revision: i64,
+    /// Where the policies came from (`built-in`, `./policies`, `--policies DIR`): the shell's
+    /// [`crate::policy::PolicySource`], named in every plan's header.
+    pub policies: String,
     pub changes: Vec<Change>,
     pub skipped: Vec<Skip>,
 }
@@ -315,6 +318,7 @@ pub fn plan(
         created_at: now,
         actor: actor.id().map(str::to_string),
         store_revision: actual.revision,
+        policies: policy.source.to_string(),
         changes,
         skipped,
     })

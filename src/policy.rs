@@ -1,14 +1,48 @@
 //! Roles and guardrails (SPEC §4): which role may perform which action on which user, and the
 //! limits every plan and apply respects. Pure: the shell reads `policies/` (or the built-in
-//! defaults) and hands in the text.
+//! defaults) and hands in the text, with where it came from.
 
 use crate::model::{key_of, ActionKind, User};
 use serde::Deserialize;
 use std::collections::BTreeSet;
+use std::fmt;
 
-/// The defaults built into the binary, identical to the repository's `policies/`.
+/// The built-in role table: the repository's `policies/roles.yaml`, which follows the Entra ID
+/// role reference.
 pub const DEFAULT_ROLES: &str = include_str!("../policies/roles.yaml");
-pub const DEFAULT_GUARDRAILS: &str = include_str!("../policies/guardrails.yaml");
+/// The built-in guardrails protect nobody: a real tenant's break-glass accounts are its own, and
+/// protecting the example tenant's account instead would leave them unprotected without a word.
+pub const DEFAULT_GUARDRAILS: &str =
+    "protected-users: []\nmax-users-per-apply: 500\nmax-future-skew: 5m\n";
+/// The repository's `policies/guardrails.yaml`, an example to copy that protects the example
+/// tenant's break-glass account; the demo walks through the example tenant with it.
+pub const EXAMPLE_GUARDRAILS: &str = include_str!("../policies/guardrails.yaml");
+
+/// Where the policies in force came from; every plan names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// Built into the binary: no `--policies`, and no `./policies` directory.
+    BuiltIn,
+    /// The repository's example policies, built in for `mfactl demo`.
+    Example,
+    /// `./policies`, found in the working directory.
+    WorkingDir,
+    /// `--policies DIR`, as given.
+    Dir(String),
+}
+
+impl fmt::Display for PolicySource {
+    /// `built-in`, `built-in example`, `./policies` or `--policies DIR` (DIR unescaped: the
+    /// renderers escape it for their context).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicySource::BuiltIn => f.write_str("built-in"),
+            PolicySource::Example => f.write_str("built-in example"),
+            PolicySource::WorkingDir => f.write_str("./policies"),
+            PolicySource::Dir(d) => write!(f, "--policies {d}"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Targets {
@@ -93,6 +127,19 @@ fn default_skew() -> String {
 pub struct Policy {
     pub roles: Vec<RoleRule>,
     pub guardrails: Guardrails,
+    pub source: PolicySource,
+}
+
+/// How a role name a user holds relates to the role table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleName<'p> {
+    /// The table names it exactly, as a role or in a `holding-only` list.
+    Known,
+    /// The table names it only in another ASCII case (roles compare exactly, so it would grant
+    /// nothing): this spelling.
+    OtherCase(&'p str),
+    /// The table never names it.
+    Unmentioned,
 }
 
 /// A policy file that could not be read, with the position serde_yaml found.
@@ -104,7 +151,8 @@ pub struct PolicyError {
 }
 
 impl Policy {
-    /// Parses `roles.yaml` and `guardrails.yaml`; `*_name` label them in errors.
+    /// Parses `roles.yaml` and `guardrails.yaml`; `*_name` label them in errors. The policy is
+    /// labelled built-in until the caller names its source with [`Policy::with_source`].
     pub fn parse(
         roles_name: &str,
         roles: &str,
@@ -140,9 +188,16 @@ impl Policy {
                 max_users_per_apply: gf.max_users_per_apply,
                 max_future_skew_secs: skew,
             },
+            source: PolicySource::BuiltIn,
         })
     }
 
+    /// This policy, recorded as read from `source`.
+    pub fn with_source(self, source: PolicySource) -> Policy {
+        Policy { source, ..self }
+    }
+
+    /// The policies built into the binary: the role table, and guardrails that protect nobody.
     pub fn defaults() -> Policy {
         Policy::parse(
             "roles.yaml",
@@ -151,6 +206,41 @@ impl Policy {
             DEFAULT_GUARDRAILS,
         )
         .expect("the built-in policies parse")
+    }
+
+    /// The repository's example policies (`policies/`), for the demo's example tenant.
+    pub fn example() -> Policy {
+        Policy::parse(
+            "policies/roles.yaml",
+            DEFAULT_ROLES,
+            "policies/guardrails.yaml",
+            EXAMPLE_GUARDRAILS,
+        )
+        .expect("the example policies parse")
+        .with_source(PolicySource::Example)
+    }
+
+    /// Every role name the table mentions: the roles, and the entries of `holding-only` lists.
+    pub fn mentioned_roles(&self) -> BTreeSet<&str> {
+        let mut names = BTreeSet::new();
+        for r in &self.roles {
+            names.insert(r.name.as_str());
+            if let Targets::HoldingOnly(list) = &r.targets {
+                names.extend(list.iter().map(String::as_str));
+            }
+        }
+        names
+    }
+
+    /// How `role`, held by a user, relates to the table (`mentioned` is [`Self::mentioned_roles`]).
+    pub fn role_name<'p>(mentioned: &BTreeSet<&'p str>, role: &str) -> RoleName<'p> {
+        if mentioned.contains(role) {
+            return RoleName::Known;
+        }
+        match mentioned.iter().find(|m| m.eq_ignore_ascii_case(role)) {
+            Some(m) => RoleName::OtherCase(m),
+            None => RoleName::Unmentioned,
+        }
     }
 
     /// The roles that may perform `action` on a user with these target facts, in file order.
@@ -190,6 +280,17 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+/// Seconds as the shortest duration [`parse_duration`] reads back: `5m`, `1d`, `90s`.
+pub fn duration_text(secs: i64) -> String {
+    match secs {
+        0 => "0s".to_string(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// What the policy needs to know about a target user.
@@ -438,9 +539,51 @@ mod tests {
     }
 
     #[test]
+    fn the_built_in_guardrails_protect_nobody() {
+        let p = Policy::defaults();
+        assert!(p.guardrails.protected_users.is_empty());
+        assert_eq!(p.source, PolicySource::BuiltIn);
+        assert_eq!(p.source.to_string(), "built-in");
+        // The repository's example still protects its own tenant's break-glass account.
+        let example = Policy::example();
+        assert!(example
+            .guardrails
+            .protected_users
+            .contains("breakglass@contoso.example"));
+        assert_eq!(example.roles, p.roles);
+        assert_eq!(example.guardrails.max_users_per_apply, 500);
+        assert_eq!(example.guardrails.max_future_skew_secs, 300);
+    }
+
+    #[test]
+    fn role_names_are_known_spelled_otherwise_or_unmentioned() {
+        let p = Policy::defaults();
+        let m = p.mentioned_roles();
+        assert_eq!(
+            Policy::role_name(&m, "global-administrator"),
+            RoleName::Known
+        );
+        // Only in a holding-only list: still known.
+        assert_eq!(Policy::role_name(&m, "reports-reader"), RoleName::Known);
+        assert_eq!(
+            Policy::role_name(&m, "Global-Administrator"),
+            RoleName::OtherCase("global-administrator")
+        );
+        assert_eq!(
+            Policy::role_name(&m, "REPORTS-READER"),
+            RoleName::OtherCase("reports-reader")
+        );
+        assert_eq!(Policy::role_name(&m, "global-admin"), RoleName::Unmentioned);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("5m"), Ok(300));
         assert_eq!(parse_duration("2h"), Ok(7200));
         assert!(parse_duration("5 minutes").is_err());
+        for secs in [0, 1, 59, 60, 300, 3_600, 5_400, 86_400, 90_000] {
+            assert_eq!(parse_duration(&duration_text(secs)), Ok(secs));
+        }
+        assert_eq!(duration_text(300), "5m");
     }
 }

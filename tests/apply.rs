@@ -344,6 +344,7 @@ fn detailed_exit_codes_follow_the_plan() {
 #[test]
 fn text_plan_is_uncoloured_when_piped_and_summarises() {
     let env = Env::example();
+    env.use_example_policies();
     let m = format!("{EXAMPLES}/manifests");
     let o = env.run_env(
         &["plan", &m, "--actor", "erin@contoso.example"],

@@ -7,9 +7,11 @@ use common::*;
 
 const ADMIN: &str = "gary@contoso.example";
 
-/// A store whose audit log holds the 15 changes of the example manifests.
+/// A store whose audit log holds the 15 changes of the example manifests (under the example
+/// policies, which protect the break-glass account).
 fn audited() -> Env {
     let env = Env::example();
+    env.use_example_policies();
     let m = format!("{EXAMPLES}/manifests");
     env.ok(&[
         "apply",

@@ -595,9 +595,16 @@ fn unknown_group() {
     );
 }
 
+/// With the example policies, which protect the example tenant's break-glass account.
+fn rejected_protected(text: &str, line: usize, col: usize, needles: &[&str]) {
+    let env = Env::example();
+    env.use_example_policies();
+    rejected_in(&env, text, line, col, needles);
+}
+
 #[test]
 fn protected_user_named_explicitly() {
-    rejected(
+    rejected_protected(
         &bad("  - users:\n      - alice@contoso.example\n      - breakglass@contoso.example\n    revoke-sessions-before: 2026-11-01\n"),
         8,
         9,
@@ -607,7 +614,7 @@ fn protected_user_named_explicitly() {
 
 #[test]
 fn protected_user_named_in_another_case() {
-    rejected(
+    rejected_protected(
         &bad("  - users: [BreakGlass@Contoso.Example]\n    revoke-sessions-before: 2026-11-01\n"),
         6,
         13,
@@ -932,6 +939,7 @@ fn a_non_utf8_file_is_an_error_naming_it() {
 #[test]
 fn validate_offline_skips_unknown_users_and_groups_only() {
     let env = Env::example();
+    env.use_example_policies();
     env.write(
         "m/unknown.yaml",
         &manifest(

@@ -142,7 +142,7 @@ fn markdown_is_bounded_on_a_plan_of_thousands_of_users() {
         &md[..200]
     );
     let table = md.find("| action | changes | denied |").unwrap();
-    let warning = md.find("[!WARNING]").unwrap();
+    let warning = md.find("denied** for the actor").unwrap();
     let details = md.find("<details>").unwrap();
     assert!(
         table < warning && warning < details,
@@ -162,6 +162,75 @@ fn markdown_is_bounded_on_a_plan_of_thousands_of_users() {
         md.matches("</details>").count(),
         "no section is cut in half"
     );
+}
+
+#[test]
+fn the_markdown_comment_exceeded_its_cap_with_ids_of_40000_pipes() {
+    let env = Env::empty();
+    let pipes = "|".repeat(40_000);
+    // Administrators whose ids are 40,000 `|` (escaped, twice as many bytes): erin may change
+    // none of them, so every change is denied with a reason naming its user; one more is
+    // protected, so the skipped list names it.
+    let mut yaml = String::from(
+        "users:\n  - id: erin@contoso.example\n    roles: [authentication-administrator]\n    \
+         sessions-valid-from: 2026-11-02T00:00:00Z\n",
+    );
+    for i in 0..8 {
+        yaml.push_str(&format!(
+            "  - id: '{pipes}{i}'\n    roles: [global-administrator]\n    \
+             sessions: [{{id: 's-{pipes}', issued-at: 2026-01-02T00:00:00Z}}]\n    \
+             app-passwords: [{{id: 'a-{pipes}', name: mail, created-at: 2025-01-01T00:00:00Z}}]\n"
+        ));
+    }
+    env.import(&yaml);
+    env.write("p/roles.yaml", include_str!("../policies/roles.yaml"));
+    env.write(
+        "p/guardrails.yaml",
+        &format!("protected-users: ['{pipes}0', '{pipes}1']\n"),
+    );
+    env.write(
+        "m/all.yaml",
+        &manifest(
+            "all",
+            "  - all-users: true\n    revoke-sessions-before: 2026-11-01\n    app-passwords: none\n",
+        ),
+    );
+    let pipes_actor = format!("{pipes}-actor");
+    for actor in ["erin@contoso.example", pipes_actor.as_str()] {
+        let o = env.run(&[
+            "--policies",
+            "p",
+            "plan",
+            "m",
+            "--format",
+            "markdown",
+            "--actor",
+            actor,
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let md = &o.stdout;
+        assert!(md.len() <= 65_000, "{} bytes", md.len());
+        assert!(
+            md.starts_with("### mfactl plan: 12 changes for 6 users, 12 denied"),
+            "{}",
+            &md[..300]
+        );
+        assert!(
+            md.contains("_Some values were shortened to fit this comment"),
+            "says what it left out: {}",
+            &md[md.len().saturating_sub(600)..]
+        );
+        assert!(
+            md.contains("Skipped as protected: \\|\\|"),
+            "the skipped list is there"
+        );
+        assert_eq!(
+            md.matches("<details>").count(),
+            md.matches("</details>").count()
+        );
+        // The comment still shows every user, their ids shortened.
+        assert_eq!(md.matches("<details>").count(), 6, "{}", &md[..2000]);
+    }
 }
 
 #[test]

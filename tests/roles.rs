@@ -764,6 +764,7 @@ fn skipped(plan: &Value) -> Vec<(String, String)> {
 #[test]
 fn all_users_skips_the_protected_user_and_says_so() {
     let env = Env::example();
+    env.use_example_policies();
     // breakglass has no session watermark, so without the guardrail it would change.
     env.write(
         "m/all.yaml",
@@ -802,6 +803,7 @@ fn all_users_skips_the_protected_user_and_says_so() {
 #[test]
 fn a_group_selector_skips_the_protected_user_and_says_so() {
     let env = Env::example();
+    env.use_example_policies();
     env.import(&user_yaml(
         BREAKGLASS,
         &[GLOBAL],
@@ -841,6 +843,7 @@ fn a_group_selector_skips_the_protected_user_and_says_so() {
 #[test]
 fn a_protected_user_named_explicitly_is_an_error() {
     let env = Env::example();
+    env.use_example_policies();
     // line 6 is the entry; the second user of the flow list starts at column 36.
     env.write(
         "m/bg.yaml",
@@ -977,8 +980,11 @@ fn custom_guardrails_are_read_from_the_policies_directory_too() {
         ),
     );
     env.ok(&["--policies", "custom", "validate", "m/bg.yaml"]);
-    let o = env.run(&["validate", "m/bg.yaml"]);
+    // The built-in guardrails protect nobody; the repository's example protects breakglass.
+    env.ok(&["validate", "m/bg.yaml"]);
+    let o = env.run(&["--policies", EXAMPLE_POLICIES, "validate", "m/bg.yaml"]);
     assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stderr.contains("protected"), "{}", o.all());
 }
 
 #[test]

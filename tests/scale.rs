@@ -152,6 +152,8 @@ fn mfactl_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::
     let o = std::process::Command::new(scale::BIN)
         .current_dir(cwd)
         .envs(env.iter().copied())
+        // The example policies protect the generated tenant's break-glass account.
+        .args(["--policies", scale::POLICIES])
         .args(args)
         .env("MFACTL_NOW", generate::NOW)
         .env("NO_COLOR", "1")

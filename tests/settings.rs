@@ -314,6 +314,7 @@ fn merging_takes_the_latest_timestamp_and_names_every_contributing_manifest() {
 #[test]
 fn the_example_manifests_apply_and_then_plan_empty() {
     let env = Env::example();
+    env.use_example_policies();
     let m = format!("{EXAMPLES}/manifests");
     let o = env.run(&["plan", &m, "--detailed-exitcode", "--actor", ADMIN]);
     assert_eq!(o.code, 2, "{}", o.all());

@@ -178,3 +178,161 @@ fn a_bad_mfactl_now_is_an_error() {
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("MFACTL_NOW"), "{}", o.stderr);
 }
+
+/// `n` plain users in the export's block layout: over a megabyte at 10,000, so the streamed
+/// import reads them in several pieces.
+fn many_users(n: usize) -> String {
+    let mut t = String::from("users:\n");
+    for i in 0..n {
+        t.push_str(&format!(
+            "- id: user{i}@contoso.example\n  display-name: User {i}\n  enabled: true\n  roles: []\n  groups: []\n  password-set-at: 2026-01-01T00:00:00Z\n  sessions:\n  - id: s-{i}\n    issued-at: 2026-01-02T00:00:00Z\n  - id: t-{i}\n    issued-at: 2026-01-03T00:00:00Z\n"
+        ));
+    }
+    t
+}
+
+#[test]
+fn an_import_accepted_a_role_spelled_in_another_case_than_the_role_table() {
+    let env = Env::example();
+    let before = env.export();
+    let big = many_users(12_000);
+    let big_lines = big.lines().count();
+    for (name, text, at) in [
+        // Block and flow YAML, through the streamed reader.
+        (
+            "block.yaml",
+            "users:\n  - id: new@contoso.example\n    roles:\n      - reports-reader\n      - Global-Administrator\n".to_string(),
+            "block.yaml:5:9: ".to_string(),
+        ),
+        (
+            "flow.yaml",
+            "users:\n  - {id: new@contoso.example, roles: [global-ADMINISTRATOR]}\n".to_string(),
+            "flow.yaml:2:39: ".to_string(),
+        ),
+        // A holding-only name counts as known, so its other spelling is refused too.
+        (
+            "reader.yaml",
+            "users:\n  - {id: new@contoso.example, roles: [Reports-Reader]}\n".to_string(),
+            "reader.yaml:2:39: ".to_string(),
+        ),
+        // An anchor: the whole-document reader.
+        (
+            "anchored.yaml",
+            "users:\n  - &n {id: new@contoso.example, roles: [Global-Administrator]}\n".to_string(),
+            "anchored.yaml:2:42: ".to_string(),
+        ),
+        // The last user of several pieces: the pieces before were written, then rolled back.
+        (
+            "big.yaml",
+            format!("{big}- id: last@contoso.example\n  roles: [Global-Administrator]\n"),
+            format!("big.yaml:{}:11: ", big_lines + 2),
+        ),
+    ] {
+        env.write(name, &text);
+        let o = env.run(&["store", "import", name]);
+        assert_eq!(o.code, 1, "{name}: {}", o.all());
+        assert!(o.stderr.contains(&at), "{name}: {at} in {}", o.stderr);
+        assert!(
+            o.stderr.contains("which spells it `global-administrator`")
+                || o.stderr.contains("which spells it `reports-reader`"),
+            "{}",
+            o.stderr
+        );
+        assert!(
+            o.stderr.ends_with("error: nothing was imported\n"),
+            "{}",
+            o.stderr
+        );
+        assert_eq!(env.export(), before, "{name} imported something");
+    }
+
+    // Known means the policies in force: under a custom table, its own spellings.
+    env.write(
+        "custom/roles.yaml",
+        "roles:\n  - name: mfa-operator\n    actions: [revoke-sessions]\n    targets: any\n",
+    );
+    env.write("custom/guardrails.yaml", "{}\n");
+    env.write(
+        "op.yaml",
+        "users:\n  - {id: op@contoso.example, roles: [MFA-Operator]}\n",
+    );
+    let o = env.run(&["--policies", "custom", "store", "import", "op.yaml"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stderr
+            .contains("op.yaml:2:38: role `MFA-Operator` is not in the role table, which spells it `mfa-operator` (policies: --policies custom)"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(env.export(), before);
+}
+
+#[test]
+fn an_import_was_silent_about_a_role_the_role_table_never_mentions() {
+    let env = Env::example();
+    env.write(
+        "new.yaml",
+        "users:\n  - id: a@contoso.example\n    roles: [global-admin, reports-reader]\n  \
+         - id: b@contoso.example\n    roles:\n      - helpdesk-administrator\n      - global-admin\n",
+    );
+    let o = env.run(&["store", "import", "new.yaml"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let warnings: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(
+        warnings,
+        ["warning: new.yaml:3:13: role `global-admin` (held by 2 users) is not in the role table \
+          (policies: built-in): it grants no action, and only roles with `targets: any` may change \
+          its holders; check its spelling, or add it to roles.yaml"],
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("Imported 2 users"), "{}", o.stderr);
+    assert_eq!(
+        env.show("a@contoso.example")["roles"],
+        serde_yaml::from_str::<serde_yaml::Value>("[global-admin, reports-reader]").unwrap()
+    );
+    // -q: only data and errors.
+    let o = env.run(&["-q", "store", "import", "new.yaml"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(o.stderr, "");
+
+    // Through the whole-document reader, and after several pieces of the streamed one.
+    env.write(
+        "anchored.yaml",
+        "users:\n  - &c {id: c@contoso.example, roles: [security-reader]}\n",
+    );
+    let o = env.run(&["store", "import", "anchored.yaml"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr.contains(
+            "warning: anchored.yaml:2:40: role `security-reader` is not in the role table"
+        ),
+        "{}",
+        o.stderr
+    );
+    let big = many_users(12_000);
+    let line = big.lines().count() + 2;
+    env.write(
+        "big.yaml",
+        &format!("{big}- id: last@contoso.example\n  roles: [Global-Admin]\n"),
+    );
+    let o = env.run(&["store", "import", "big.yaml"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr.contains(&format!(
+            "warning: big.yaml:{line}:11: role `Global-Admin` is not in the role table"
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("Imported 12001 users"), "{}", o.stderr);
+
+    // The example tenant holds only roles the built-in table knows.
+    let o = env.run(&["store", "import", &format!("{EXAMPLES}/directory.yaml")]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
+}

@@ -32,6 +32,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     ctx.warn_skipped_links(&input.skipped_links);
     let policy = ctx.policy()?;
     let mut st = ctx.open_store()?;
+    ctx.warn_unprotected(&st, &policy)?;
     let preview = if interactive {
         let plan = compute_plan(st.conn(), st.path(), &input, &policy, Some(&actor), ctx.now)?;
         out_with(|w| render::text::write_plan(w, &plan, ctx.style));
@@ -138,6 +139,7 @@ pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options
         return Err(Failure::many(Exit::Error, lines));
     }
     let mut st = ctx.open_store()?;
+    ctx.warn_unprotected(&st, &policy)?;
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
     if store::plan_applied(&tx, &path, &saved.plan_id)? {
@@ -208,6 +210,7 @@ pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options
         created_at: ctx.now,
         actor: Some(actor.clone()),
         store_revision: actual.revision,
+        policies: policy.source.to_string(),
         changes,
         skipped: Vec::new(),
     };

@@ -58,8 +58,10 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         manifests,
         problems,
     };
-    // The walkthrough shows the built-in policies, whatever ./policies holds.
-    let policy = Policy::defaults();
+    // The walkthrough runs on the example tenant, so with the repository's example policies
+    // (built in), whose guardrails protect the tenant's break-glass account; whatever
+    // ./policies holds. The plans name them as their source.
+    let policy = Policy::example();
     let st_style = ctx.style;
     let heading = |s: &str| out(&format!("\n{}\n\n", st_style.bold(&format!("== {s}"))));
 

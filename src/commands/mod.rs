@@ -10,6 +10,7 @@ pub mod init;
 pub mod interrupt;
 pub mod plan;
 pub mod planning;
+pub mod policies;
 pub mod show;
 pub mod store;
 pub mod validate;
@@ -21,12 +22,12 @@ use crate::cli::Global;
 use crate::error::{Exit, Failure};
 use crate::manifest::{self, Manifest, SourceFile};
 use crate::model::Timestamp;
-use crate::policy::{self, Policy};
+use crate::policy::{self, Policy, PolicySource};
 use crate::render::Style;
 use crate::sources;
 use crate::store::Store;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Everything decided once from the global options and the environment.
@@ -93,14 +94,20 @@ impl Ctx {
         Ok(Store::open(&self.store, self.lock_timeout)?)
     }
 
-    /// `--policies DIR`, else `./policies` when it exists, else the built-in defaults.
+    /// `--policies DIR`, else `./policies` when it exists, else the built-in defaults; the
+    /// policy records which of them it is, for the plan's header and `mfactl policies`.
     pub fn policy(&self) -> Result<Policy, Failure> {
-        let dir = match &self.policies {
-            Some(d) => Some(d.clone()),
-            None => Some(PathBuf::from("policies")).filter(|d| d.is_dir()),
-        };
-        let Some(dir) = dir else {
-            return Ok(Policy::defaults());
+        let (dir, source) = match &self.policies {
+            Some(d) => (d.clone(), PolicySource::Dir(d.display().to_string())),
+            None if Path::new("policies").is_dir() => {
+                (PathBuf::from("policies"), PolicySource::WorkingDir)
+            }
+            None => {
+                if self.verbose {
+                    eprintln!("policies: built-in (no --policies, and no ./policies here)");
+                }
+                return Ok(Policy::defaults());
+            }
         };
         let read = |name: &str| -> Result<(String, String), Failure> {
             let p = dir.join(name);
@@ -113,7 +120,43 @@ impl Ctx {
         if self.verbose {
             eprintln!("policies: {rn}, {gn}");
         }
-        Policy::parse(&rn, &rt, &gn, &gt).map_err(|e| Failure::error(e.to_string()))
+        Policy::parse(&rn, &rt, &gn, &gt)
+            .map(|p| p.with_source(source))
+            .map_err(|e| Failure::error(e.to_string()))
+    }
+
+    /// The warning for guardrails that protect nobody in the store (none listed, or none of
+    /// those listed exists), or `None`. A real tenant's break-glass accounts are its own to list.
+    pub fn unprotected_warning(
+        &self,
+        st: &Store,
+        policy: &Policy,
+    ) -> Result<Option<String>, Failure> {
+        let protected = &policy.guardrails.protected_users;
+        if !protected.is_empty()
+            && !crate::store::existing_users(st.conn(), st.path(), protected)?.is_empty()
+        {
+            return Ok(None);
+        }
+        let why = if protected.is_empty() {
+            "protected-users is empty"
+        } else {
+            "none of protected-users is a user in the store"
+        };
+        Ok(Some(format!(
+            "the guardrails protect no user in the store ({why}; policies: {}); list your \
+             break-glass accounts under protected-users in guardrails.yaml (./policies or \
+             --policies DIR); see `mfactl policies`",
+            crate::render::escape_text(&policy.source.to_string())
+        )))
+    }
+
+    /// [`Self::unprotected_warning`] as a `warning:` status line on stderr.
+    pub fn warn_unprotected(&self, st: &Store, policy: &Policy) -> Result<(), Failure> {
+        if let Some(w) = self.unprotected_warning(st, policy)? {
+            self.status(&format!("warning: {w}"));
+        }
+        Ok(())
     }
 }
 
@@ -382,6 +425,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             }
         }
         Command::Show { user } => show::run(&ctx, &user),
+        Command::Policies { format } => policies::run(&ctx, format),
         Command::Schema => {
             out(&crate::manifest::json_schema());
             Ok(Exit::Ok)

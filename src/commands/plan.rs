@@ -28,10 +28,13 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     ctx.warn_skipped_links(&input.skipped_links);
     let policy = ctx.policy()?;
     let st = ctx.open_store()?;
+    let unprotected = ctx.unprotected_warning(&st, &policy)?;
     let mut writer: Box<dyn PlanWriter> = match opts.format {
         PlanFormat::Text => Box::new(render::text::Writer::new(ctx.style)),
         PlanFormat::Json => Box::new(render::json::Writer::new(opts.diff)),
-        PlanFormat::Markdown => Box::new(render::markdown::Writer::default()),
+        PlanFormat::Markdown => Box::new(render::markdown::Writer::with_warnings(
+            unprotected.iter().cloned().collect(),
+        )),
     };
     let mut stdout: Option<Stdout> = None;
     let mut saved: Option<Saved> = None;
@@ -123,6 +126,9 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
             file.display(),
             plan_id
         ));
+    }
+    if let Some(w) = &unprotected {
+        ctx.status(&format!("warning: {w}"));
     }
     if summary.users > policy.guardrails.max_users_per_apply {
         ctx.status(&format!(

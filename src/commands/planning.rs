@@ -145,6 +145,7 @@ pub fn plan_batches(
             created_at: now,
             actor: who.id().map(str::to_string),
             store_revision: revision,
+            policies: policy.source.to_string(),
             changes: Vec::new(),
             skipped: Vec::new(),
         };

@@ -4,8 +4,11 @@ use super::{out_with, Ctx};
 use crate::cli::DirectoryFormat;
 use crate::error::{CmdResult, Exit, Failure};
 use crate::model::{Group, Timestamp, User};
+use crate::policy::{Policy, RoleName};
+use crate::render::escape_text;
 use crate::sources;
 use crate::store::{self, Store};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 pub fn import(ctx: &Ctx, file: &Path, format: Option<DirectoryFormat>) -> CmdResult {
@@ -20,6 +23,20 @@ pub fn import(ctx: &Ctx, file: &Path, format: Option<DirectoryFormat>) -> CmdRes
         _ => DirectoryFormat::Yaml,
     });
     let mut progress = super::Progress::new(ctx, "importing users");
+    // Role names are checked against the policies in force, as plans will read them.
+    let policy = ctx.policy()?;
+    let mut roles = RoleCheck::new(&policy);
+    // The text of a directory read whole, where role names are located.
+    let mut whole: Option<String> = None;
+    let refused = |lines: Vec<String>, roles: &RoleCheck, whole: Option<&str>| {
+        let mut lines = if lines.is_empty() {
+            roles.refusals(&name, whole.unwrap_or(""))
+        } else {
+            lines
+        };
+        lines.push("error: nothing was imported".into());
+        Failure::many(Exit::Error, lines)
+    };
     let (g, u, rev) = match format {
         DirectoryFormat::Jsonl => {
             let mut input: Box<dyn std::io::BufRead + Send> = if stdin {
@@ -30,13 +47,14 @@ pub fn import(ctx: &Ctx, file: &Path, format: Option<DirectoryFormat>) -> CmdRes
                 Box::new(std::io::BufReader::with_capacity(1 << 20, f))
             };
             let mut st = ctx.open_store()?;
-            store::jsonl::import(&mut st, &name, &mut *input, &mut |d, t| {
-                progress.update(d, t)
-            })?
-            .map_err(|mut lines| {
-                lines.push("error: nothing was imported".into());
-                Failure::many(Exit::Error, lines)
-            })?
+            let imported = store::jsonl::import(
+                &mut st,
+                &name,
+                &mut *input,
+                &mut |first, users, lines| roles.accept_at(first, users, lines),
+                &mut |d, t| progress.update(d, t),
+            )?;
+            imported.map_err(|lines| refused(lines, &roles, None))?
         }
         DirectoryFormat::Yaml => {
             use std::io::Read;
@@ -57,25 +75,33 @@ pub fn import(ctx: &Ctx, file: &Path, format: Option<DirectoryFormat>) -> CmdRes
                 .map_err(|e| Failure::error(format!("{name}: {}", sources::io_reason(&e))))?;
             let mut st = ctx.open_store()?;
             if head.len() as u64 <= sources::MAX_FILE_BYTES {
-                let text = String::from_utf8(head)
-                    .map_err(|_| Failure::error(format!("{name}: not UTF-8")))?;
-                import_text_with(&mut st, &name, &text, &mut |d, t| progress.update(d, t))?
+                let text = whole.insert(
+                    String::from_utf8(head)
+                        .map_err(|_| Failure::error(format!("{name}: not UTF-8")))?,
+                );
+                import_text_with(&mut st, &name, text, Some(&mut roles), &mut |d, t| {
+                    progress.update(d, t)
+                })?
             } else {
                 let mut rest = std::io::BufReader::with_capacity(
                     1 << 20,
                     std::io::Cursor::new(head).chain(input),
                 );
-                store::yaml_stream::import(&mut st, &name, &mut rest, &mut |d, t| {
-                    progress.update(d, t)
-                })?
-                .map_err(|mut lines| {
-                    lines.push("error: nothing was imported".into());
-                    Failure::many(Exit::Error, lines)
-                })?
+                let imported = store::yaml_stream::import(
+                    &mut st,
+                    &name,
+                    &mut rest,
+                    &mut |first, users, lines| roles.accept_at(first, users, lines),
+                    &mut |d, t| progress.update(d, t),
+                )?;
+                imported.map_err(|lines| refused(lines, &roles, None))?
             }
         }
     };
     drop(progress);
+    for w in roles.warnings(&name, whole.as_deref().unwrap_or("")) {
+        ctx.status(&w);
+    }
     ctx.status(&format!(
         "Imported {} and {} from {name}; store revision {rev}.",
         plural(u, "user", "users"),
@@ -88,20 +114,25 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Parses and imports a directory document; shared with `init --demo` and `demo`.
+/// Parses and imports a directory document; shared with `init --demo` and `demo`, whose
+/// built-in directory holds only roles of the built-in table.
 pub fn import_text(st: &mut Store, name: &str, text: &str) -> Result<(usize, usize, i64), Failure> {
-    import_text_with(st, name, text, &mut |_, _| {})
+    import_text_with(st, name, text, None, &mut |_, _| {})
 }
 
 fn import_text_with(
     st: &mut Store,
     name: &str,
     text: &str,
+    mut roles: Option<&mut RoleCheck>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(usize, usize, i64), Failure> {
     // The usual layout is parsed and written in one pass; anything else, and any problem, goes
     // through the whole-document parse, which reports every problem.
-    if let Some(imported) = store::import_streamed(st, name, text, progress) {
+    let streamed = store::import_streamed(st, name, text, progress, &mut |first, users| {
+        roles.as_mut().is_none_or(|r| r.accept(first, users))
+    });
+    if let Some(imported) = streamed {
         return Ok(imported?);
     }
     let dir = store::directory_parse(name, text).map_err(|lines| {
@@ -109,10 +140,179 @@ fn import_text_with(
         lines.push("error: nothing was imported".into());
         Failure::many(Exit::Error, lines)
     })?;
+    if let Some(r) = roles {
+        // Afresh: the streamed pass may have seen some users before it declined.
+        r.reset();
+        if !r.accept(0, &dir.users) {
+            let mut lines = r.refusals(name, text);
+            lines.push("error: nothing was imported".into());
+            return Err(Failure::many(Exit::Error, lines));
+        }
+    }
     let imported = store::import_with_progress(st, name, &dir, progress)?;
     // The process ends soon: freeing every parsed user one by one would only add to the wall time.
     std::mem::forget(dir);
     Ok(imported)
+}
+
+/// How many role names a refusal or the warnings list before counting the rest.
+const ROLES_LISTED: usize = 20;
+
+/// The role names an import's users hold, against the role table in force. Roles compare
+/// exactly, so a role the table spells in another case (`Global-Administrator`) would silently
+/// grant nothing: the import is refused. A role the table never mentions is imported with a
+/// warning: it grants no action, and only `targets: any` roles may change its holders.
+pub struct RoleCheck<'p> {
+    policy: &'p Policy,
+    mentioned: BTreeSet<&'p str>,
+    /// Each role name the table does not know exactly, with where it was first held.
+    found: BTreeMap<String, Held<'p>>,
+}
+
+struct Held<'p> {
+    /// The first user holding it (its index in the file) and the role's index in its list.
+    first: (usize, usize),
+    /// That user's line, when the reader knew it (streamed formats).
+    line: Option<usize>,
+    holders: usize,
+    /// The table's spelling, when it differs only in case.
+    spelled: Option<&'p str>,
+}
+
+impl<'p> RoleCheck<'p> {
+    pub fn new(policy: &'p Policy) -> RoleCheck<'p> {
+        RoleCheck {
+            policy,
+            mentioned: policy.mentioned_roles(),
+            found: BTreeMap::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.found.clear();
+    }
+
+    /// Notes the roles of `users` (the file's users from the `first`th on); false once any role
+    /// name differs from the table's only by case.
+    pub fn accept(&mut self, first: usize, users: &[User]) -> bool {
+        self.accept_at(first, users, &[])
+    }
+
+    /// [`RoleCheck::accept`], knowing the line each user starts on (`lines[i]` for `users[i]`).
+    pub fn accept_at(&mut self, first: usize, users: &[User], lines: &[usize]) -> bool {
+        for (i, u) in users.iter().enumerate() {
+            for (j, role) in u.roles.iter().enumerate() {
+                if self.mentioned.contains(role.as_str()) || u.roles[..j].contains(role) {
+                    continue;
+                }
+                match self.found.get_mut(role) {
+                    Some(held) => held.holders += 1,
+                    None => {
+                        let spelled = match Policy::role_name(&self.mentioned, role) {
+                            RoleName::OtherCase(s) => Some(s),
+                            _ => None,
+                        };
+                        self.found.insert(
+                            role.clone(),
+                            Held {
+                                first: (first + i, j),
+                                line: lines.get(i).copied(),
+                                holders: 1,
+                                spelled,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.found.values().all(|h| h.spelled.is_none())
+    }
+
+    /// `FILE:LINE:COL: message` for each name spelled in another case than the table's.
+    pub fn refusals(&self, file: &str, text: &str) -> Vec<String> {
+        let bad = self.in_file_order(true);
+        let mut lines = self.located(file, text, &bad, |role, h| {
+            format!(
+                "role `{}`{} is not in the role table, which spells it `{}` (policies: {}); role \
+                 names compare exactly, so it would grant nothing: write it as the table does",
+                escape_text(role),
+                held_by(h.holders),
+                escape_text(h.spelled.unwrap_or_default()),
+                escape_text(&self.policy.source.to_string())
+            )
+        });
+        if bad.len() > ROLES_LISTED {
+            lines.push(format!(
+                "{file}: … and {} more role names spelled in another case than the role table's",
+                bad.len() - ROLES_LISTED
+            ));
+        }
+        lines
+    }
+
+    /// `warning: FILE:LINE:COL: message` for each name the table never mentions.
+    pub fn warnings(&self, file: &str, text: &str) -> Vec<String> {
+        let unknown = self.in_file_order(false);
+        let mut lines = self.located(file, text, &unknown, |role, h| {
+            format!(
+                "role `{}`{} is not in the role table (policies: {}): it grants no action, and \
+                 only roles with `targets: any` may change its holders; check its spelling, or \
+                 add it to roles.yaml",
+                escape_text(role),
+                held_by(h.holders),
+                escape_text(&self.policy.source.to_string())
+            )
+        });
+        if unknown.len() > ROLES_LISTED {
+            lines.push(format!(
+                "{file}: … and {} more role names the role table does not mention",
+                unknown.len() - ROLES_LISTED
+            ));
+        }
+        lines.into_iter().map(|l| format!("warning: {l}")).collect()
+    }
+
+    /// The names spelled in another case (or the unmentioned ones), by first holder.
+    fn in_file_order(&self, spelled: bool) -> Vec<(&String, &Held<'p>)> {
+        let mut roles: Vec<(&String, &Held)> = self
+            .found
+            .iter()
+            .filter(|(_, h)| h.spelled.is_some() == spelled)
+            .collect();
+        roles.sort_by_key(|(_, h)| h.first);
+        roles
+    }
+
+    /// The first [`ROLES_LISTED`] of `roles`, each as `FILE:LINE:COL: message` at its first holder.
+    fn located(
+        &self,
+        file: &str,
+        text: &str,
+        roles: &[(&String, &Held)],
+        message: impl Fn(&str, &Held) -> String,
+    ) -> Vec<String> {
+        let roles = &roles[..roles.len().min(ROLES_LISTED)];
+        let wanted: Vec<(usize, usize)> = roles.iter().map(|(_, h)| h.first).collect();
+        let at = store::locate_roles(text, &wanted);
+        roles
+            .iter()
+            .zip(at)
+            .map(|((role, h), at)| match (h.line, at) {
+                (Some(line), _) => format!("{file}:{line}: {}", message(role, h)),
+                (None, at) => {
+                    let (line, col) = at.unwrap_or((1, 1));
+                    format!("{file}:{line}:{col}: {}", message(role, h))
+                }
+            })
+            .collect()
+    }
+}
+
+fn held_by(n: usize) -> String {
+    match n {
+        1 => String::new(),
+        n => format!(" (held by {n} users)"),
+    }
 }
 
 pub fn read_capped(file: &Path) -> Result<String, Failure> {

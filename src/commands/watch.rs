@@ -51,9 +51,16 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
         }
     }
     // Fail at startup on what no reconcile could fix: a missing or foreign store, bad policies.
-    ctx.open_store()?;
-    ctx.policy()?;
+    let st = ctx.open_store()?;
+    let policy = ctx.policy()?;
+    let unprotected = ctx.unprotected_warning(&st, &policy)?;
+    drop(st);
     init_logging(&ctx, opts.log_format);
+    // Once, at start: every reconcile rereads the policies, but a warning each --interval
+    // would drown the log; restart the daemon after changing them.
+    if let Some(w) = unprotected {
+        tracing::warn!("{w}");
+    }
 
     let paths = if opts.paths.is_empty() {
         vec![PathBuf::from("manifests")]

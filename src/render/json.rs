@@ -52,6 +52,7 @@ pub fn plan_value(p: &Plan) -> Value {
         "created_at": p.created_at.to_string(),
         "actor": p.actor,
         "store_revision": p.store_revision,
+        "policies": p.policies,
         "changes": p.changes.iter().map(change_value).collect::<Vec<_>>(),
         "skipped": p.skipped.iter().map(skip_value).collect::<Vec<_>>(),
         "summary": summary_value(&s),
@@ -140,6 +141,8 @@ impl PlanWriter for Writer {
         out.write_str(",\n  \"actor\": ")?;
         write_nested(out, &p.actor, 1)?;
         write!(out, ",\n  \"store_revision\": {}", p.store_revision)?;
+        out.write_str(",\n  \"policies\": ")?;
+        write_nested(out, &p.policies, 1)?;
         out.write_str(",\n  \"changes\": [")
     }
 
@@ -233,6 +236,7 @@ mod tests {
             created_at: Timestamp::from_unix(1_764_504_000),
             actor: Some("gary@contoso.example".into()),
             store_revision: 7,
+            policies: "--policies \"odd\"\n dir".into(),
             changes: vec![],
             skipped: vec![],
         };

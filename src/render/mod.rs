@@ -1,9 +1,10 @@
-//! Renderers: a [`Plan`](crate::plan::Plan) or audit records in, text out. Pure; the shell decides
-//! colour once and owns stdout.
+//! Renderers: a [`Plan`](crate::plan::Plan), audit records or the policies in, text out. Pure;
+//! the shell decides colour once and owns stdout.
 
 pub mod diff;
 pub mod json;
 pub mod markdown;
+pub mod policies;
 pub mod text;
 
 use crate::plan::{Change, Plan, Skip, Summary};

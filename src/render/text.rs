@@ -124,7 +124,8 @@ pub fn write_plan(out: &mut dyn Write, p: &Plan, st: Style) -> fmt::Result {
     super::write_whole(&mut Writer::new(st), out, p, &BTreeMap::new())
 }
 
-/// The text plan as a [`PlanWriter`]: the head line, each user's changes with their verdicts,
+/// The text plan as a [`PlanWriter`]: the head lines (time, actor, revision; the policies'
+/// source), each user's changes with their verdicts,
 /// the skipped users, the summary line, then any `--diff` diffs (held until the end).
 pub struct Writer {
     st: Style,
@@ -161,6 +162,11 @@ impl PlanWriter for Writer {
                 "Plan at {} for {who}, store revision {}.",
                 p.created_at, p.store_revision
             ))
+        )?;
+        writeln!(
+            out,
+            "{}",
+            self.st.dim(&format!("Policies: {}.", esc(&p.policies)))
         )
     }
 

@@ -314,6 +314,136 @@ fn cut<'a>(layout: &Layout<'a>, each: &mut dyn FnMut(&'a str) -> bool) -> Option
     Some(())
 }
 
+/// Where `users[i].roles[j]` lies in a directory document, as 1-based `(line, column)`, for each
+/// `(i, j)` of `wanted`; or where its deepest ancestor does (a `roles:` given by an alias), or
+/// `None`. One pass of yaml-rust2's event parser, which keeps marks: it holds only the path to the
+/// current node, and stops once every node is found, so a problem near the top of a large file
+/// is located at once. Run only for what a check reports.
+pub fn locate_roles(text: &str, wanted: &[(usize, usize)]) -> Vec<Option<(usize, usize)>> {
+    use yaml_rust2::parser::{Event, Parser};
+    /// One open collection: a mapping (the key whose value is being read, if any) or a
+    /// sequence (the index of the item being read).
+    enum Frame {
+        Map {
+            key: Option<String>,
+            reading_key: bool,
+        },
+        Seq(usize),
+    }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut found: Vec<(usize, Option<(usize, usize)>)> = vec![(0, None); wanted.len()];
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut parser = Parser::new_from_str(text);
+    // The depth of the node that starts (1: the root's values), and whether `path` matches
+    // `users[i].roles[j]`'s path that deep.
+    let depth_of = |frames: &[Frame], (i, j): (usize, usize)| -> usize {
+        let mut depth = 0;
+        for (n, f) in frames.iter().enumerate() {
+            let ok = match (n, f) {
+                (
+                    0,
+                    Frame::Map {
+                        key: Some(k),
+                        reading_key: false,
+                    },
+                ) => k == "users",
+                (1, Frame::Seq(at)) => *at == i,
+                (
+                    2,
+                    Frame::Map {
+                        key: Some(k),
+                        reading_key: false,
+                    },
+                ) => k == "roles",
+                (3, Frame::Seq(at)) => *at == j,
+                _ => false,
+            };
+            if !ok {
+                break;
+            }
+            depth = n + 1;
+        }
+        depth
+    };
+    while let Ok((event, mark)) = parser.next_token() {
+        let starts = matches!(
+            event,
+            Event::Scalar(..)
+                | Event::Alias(..)
+                | Event::MappingStart(..)
+                | Event::SequenceStart(..)
+        );
+        if starts {
+            let is_key = matches!(
+                frames.last(),
+                Some(Frame::Map {
+                    reading_key: true,
+                    ..
+                })
+            );
+            if !is_key && frames.len() <= 4 {
+                let at = (mark.line().max(1), mark.col() + 1);
+                for (w, f) in wanted.iter().zip(found.iter_mut()) {
+                    // A node counts when the whole path above it matches.
+                    let d = depth_of(&frames, *w);
+                    if d == frames.len() && d + 1 > f.0 {
+                        *f = (d + 1, Some(at));
+                    }
+                }
+                if found.iter().all(|(d, _)| *d == 5) {
+                    break;
+                }
+            }
+        }
+        // The node just read ends at a scalar or alias, or at the end of a collection.
+        let ended = match event {
+            Event::Scalar(value, ..) => {
+                if let Some(Frame::Map { key, reading_key }) = frames.last_mut() {
+                    if *reading_key {
+                        *key = Some(value);
+                        *reading_key = false;
+                        continue;
+                    }
+                }
+                true
+            }
+            Event::Alias(..) => true,
+            Event::MappingStart(..) => {
+                frames.push(Frame::Map {
+                    key: None,
+                    reading_key: true,
+                });
+                false
+            }
+            Event::SequenceStart(..) => {
+                frames.push(Frame::Seq(0));
+                false
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                frames.pop();
+                true
+            }
+            Event::DocumentEnd | Event::StreamEnd => break,
+            _ => false,
+        };
+        if ended {
+            match frames.last_mut() {
+                Some(Frame::Map { key, reading_key }) => {
+                    // A value ends: the next node is a key. (A collection as a key leaves `key`
+                    // unset, so nothing under it matches.)
+                    if !*reading_key {
+                        *key = None;
+                    }
+                    *reading_key = !*reading_key;
+                }
+                Some(Frame::Seq(at)) => *at += 1,
+                None => {}
+            }
+        }
+    }
+    found.into_iter().map(|(_, at)| at).collect()
+}
+
 fn esc(s: &str) -> String {
     crate::render::escape_text(s).into_owned()
 }
@@ -344,11 +474,14 @@ pub fn import_with_progress(
 /// writes the pieces before, so parsing costs little wall time and only a few pieces are held at
 /// once. `None`, with nothing written, when the text is in another layout or any piece does not
 /// parse or check: the caller then parses the whole document and reports its problems as usual.
+/// `accept(first, users)` sees each piece's users (the first being the file's `first`th user)
+/// before they are written; it declines the import by returning false.
 pub fn import_streamed(
     store: &mut Store,
     file: &str,
     text: &str,
     progress: &mut dyn FnMut(usize, usize),
+    accept: &mut dyn FnMut(usize, &[User]) -> bool,
 ) -> Option<Result<(usize, usize, i64)>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let layout = layout(text)?;
@@ -396,7 +529,7 @@ pub fn import_streamed(
                     .flat_map(|u| &u.groups)
                     .any(|g| !known.contains(&key_of(g)));
                 // The whole-document path reports these, in its order.
-                if !problems.is_empty() || unknown_group {
+                if !problems.is_empty() || unknown_group || !accept(done, &users) {
                     return Ok(None);
                 }
                 write_users(tx, path, file, &users, &mut known, &mut |_, _| {})?;
@@ -859,6 +992,24 @@ mod tests {
     }
 
     #[test]
+    fn roles_are_located_by_user_and_index() {
+        let text = "groups: []\nusers:\n  - id: a\n    roles: [x, y]\n  - id: b\n    roles:\n      - z\n  \
+                    - {id: c, roles: &r [w]}\n  - {id: d, roles: *r}\n";
+        assert_eq!(
+            locate_roles(text, &[(0, 1), (1, 0), (2, 0), (3, 0), (9, 0)]),
+            [
+                Some((4, 16)),
+                Some((7, 9)),
+                Some((8, 24)),
+                // Given by an alias: where the alias is.
+                Some((9, 20)),
+                // No such user: nothing deeper than the users list.
+                Some((3, 3)),
+            ]
+        );
+    }
+
+    #[test]
     fn large_files_parse_in_pieces_exactly_as_whole() {
         for (flow, head) in [
             (false, "groups:\n- name: g\nusers:\n"),
@@ -882,7 +1033,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (mut st, _) = Store::init(&tmp.path().join("s.db"), std::time::Duration::ZERO).unwrap();
         let before = export(&st).unwrap();
-        match import_streamed(&mut st, "f", text, &mut |_, _| {}) {
+        match import_streamed(&mut st, "f", text, &mut |_, _| {}, &mut |_, _| true) {
             Some(imported) => {
                 imported.unwrap();
                 // Written with foreign keys off (the import keeps them by construction): none

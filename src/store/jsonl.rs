@@ -91,13 +91,17 @@ enum Parsed {
 }
 
 /// Imports the lines of `input` in one transaction. `Ok(Err(lines))`, with nothing written,
-/// when a line or entry is bad: each as `FILE:LINE[:COL]: message`.
+/// when a line or entry is bad: each as `FILE:LINE[:COL]: message`. Each batch of users is first
+/// shown to `accept` (its first user's index in the file, the users, their lines); when it
+/// refuses one, nothing is written and the lines are empty: the caller says why.
 pub fn import(
     store: &mut Store,
     file: &str,
     input: &mut (dyn BufRead + Send),
+    accept: &mut super::AcceptUsers,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<std::result::Result<(usize, usize, i64), Vec<String>>> {
+    let mut refused = false;
     let mut problems: Vec<String> = Vec::new();
     let imported = in_import_transaction(store, |tx, path| {
         std::thread::scope(|scope| {
@@ -106,7 +110,7 @@ pub fn import(
             let mut known: Option<BTreeSet<String>> = None;
             let mut seen = BTreeSet::new();
             let mut groups: Vec<(usize, Group)> = Vec::new();
-            let (mut n_groups, mut n_users) = (0, 0);
+            let (mut n_groups, mut n_users, mut n_seen) = (0, 0, 0);
             for batch in parsed {
                 match batch {
                     Parsed::Problems(p) => problems.extend(p),
@@ -152,8 +156,10 @@ pub fn import(
                                 }
                             }
                         }
-                        if problems.is_empty() {
-                            let users: Vec<User> = users.into_iter().map(|(_, u)| u).collect();
+                        let (lines, users): (Vec<usize>, Vec<User>) = users.into_iter().unzip();
+                        refused |= !accept(n_seen, &users, &lines);
+                        n_seen += users.len();
+                        if problems.is_empty() && !refused {
                             write_users(tx, path, file, &users, known, &mut |_, _| {})?;
                             n_users += users.len();
                             progress(n_users, n_users);
@@ -174,7 +180,7 @@ pub fn import(
                     write_groups(tx, path, &gs)?;
                 }
             }
-            Ok(problems.is_empty().then_some((n_groups, n_users)))
+            Ok((problems.is_empty() && !refused).then_some((n_groups, n_users)))
         })
     })?;
     match imported {

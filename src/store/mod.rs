@@ -15,10 +15,15 @@ pub mod yaml_stream;
 
 pub use apply::{apply_plan, failpoint, password_hash, plan_applied};
 pub use directory::{
-    export, export_with, import, import_streamed, import_with_progress, parse as directory_parse,
-    show, user_batches, ExportPart, EXPORT_BATCH,
+    export, export_with, import, import_streamed, import_with_progress, locate_roles,
+    parse as directory_parse, show, user_batches, ExportPart, EXPORT_BATCH,
 };
 pub use load::{existing_users, load, load_actor, load_groups, load_keys, member_keys};
+
+/// Shown each batch of users a streamed import reads, before it is written: the first one's
+/// index in the file, the users, and the line each starts on (empty when unknown). Returns false
+/// to refuse the import.
+pub type AcceptUsers<'a> = dyn FnMut(usize, &[crate::model::User], &[usize]) -> bool + 'a;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};

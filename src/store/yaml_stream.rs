@@ -16,20 +16,25 @@ use std::io::BufRead;
 /// How many problems an import reports before it stops.
 const MAX_PROBLEMS: usize = 20;
 
-/// A parsed piece: its users, or the problem that stopped the reading.
+/// A parsed piece: its users and the line each starts on, or the problem that stopped the
+/// reading.
 enum Piece {
-    Users(Vec<User>),
+    Users(Vec<User>, Vec<usize>),
     Problem(String),
 }
 
 /// Imports the directory `input` holds. `Ok(Err(lines))`, with nothing written, when it is not in
-/// the plain layout or an entry is bad.
+/// the plain layout or an entry is bad. Each piece's users are first shown to `accept` (the
+/// first one's index in the file, the users, their lines); when it refuses one, nothing is
+/// written and the lines are empty: the caller says why.
 pub fn import(
     store: &mut Store,
     file: &str,
     input: &mut (dyn BufRead + Send),
+    accept: &mut super::AcceptUsers,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<std::result::Result<(usize, usize, i64), Vec<String>>> {
+    let mut refused = false;
     let not_plain = |why: &str| {
         vec![format!(
             "{file}: {why}; a directory file larger than {} bytes is read a piece at a time, \
@@ -76,18 +81,26 @@ pub fn import(
     let imported = in_import_transaction(store, |tx, path| {
         let mut known = write_groups(tx, path, &groups)?;
         let mut seen = BTreeSet::new();
-        let mut done = 0;
+        let (mut done, mut seen_users) = (0, 0);
         std::thread::scope(|scope| {
             let (out, parsed) = std::sync::mpsc::sync_channel::<Piece>(2);
             scope.spawn(move || cut_and_parse(file, input, body_starts, &out));
             for piece in parsed {
-                let users = match piece {
+                let (users, lines) = match piece {
                     Piece::Problem(p) => {
                         problems.push(p);
                         break;
                     }
-                    Piece::Users(users) => users,
+                    Piece::Users(users, lines) => (users, lines),
                 };
+                // Each user's line, when the items counted match the users read.
+                let lines = if lines.len() == users.len() {
+                    lines
+                } else {
+                    Vec::new()
+                };
+                refused |= !accept(seen_users, &users, &lines);
+                seen_users += users.len();
                 check_users(file, &users, &mut seen, &mut problems);
                 for u in &users {
                     for g in &u.groups {
@@ -101,7 +114,7 @@ pub fn import(
                         }
                     }
                 }
-                if !problems.is_empty() {
+                if !problems.is_empty() || refused {
                     if problems.len() >= MAX_PROBLEMS {
                         break;
                     }
@@ -111,7 +124,7 @@ pub fn import(
                 done += users.len();
                 progress(done, done);
             }
-            Ok(problems.is_empty().then_some((groups.len(), done)))
+            Ok((problems.is_empty() && !refused).then_some((groups.len(), done)))
         })
     })?;
     match imported {
@@ -136,9 +149,10 @@ fn cut_and_parse(
     let mut piece = String::new();
     let mut piece_line = first_line;
     let mut line_no = first_line - 1;
-    let send = |piece: &str, at: usize| -> bool {
+    let mut items: Vec<usize> = Vec::new();
+    let send = |piece: &str, at: usize, items: Vec<usize>| -> bool {
         let parsed = if piecewise(piece) {
-            piece_users(piece).map(Piece::Users)
+            piece_users(piece).map(|u| Piece::Users(u, items))
         } else {
             None
         };
@@ -169,11 +183,14 @@ fn cut_and_parse(
                 return;
             }
             if this == at && piece.len() >= PIECE_BYTES {
-                if !send(&piece, piece_line) {
+                if !send(&piece, piece_line, std::mem::take(&mut items)) {
                     return;
                 }
                 piece.clear();
                 piece_line = line_no;
+            }
+            if this == at {
+                items.push(line_no);
             }
         }
         if piece.is_empty() {
@@ -182,7 +199,7 @@ fn cut_and_parse(
         piece.push_str(&line);
     }
     if !piece.trim().is_empty() {
-        send(&piece, piece_line);
+        send(&piece, piece_line, items);
     }
 }
 

@@ -8,6 +8,9 @@ use std::process::{Command, Output, Stdio};
 /// The clock every test runs at (MFACTL_NOW); the example tenant's dates lie before it.
 pub const NOW: &str = "2026-11-30T12:00:00Z";
 pub const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+/// The repository's example policies: the built-in role table, and guardrails that protect the
+/// example tenant's break-glass account (the built-in guardrails protect nobody).
+pub const EXAMPLE_POLICIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -48,6 +51,14 @@ impl Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = dir.path().join("mfactl.db");
         Env { dir, store }
+    }
+
+    /// Copies the repository's example policies into `./policies`, where every command finds them.
+    pub fn use_example_policies(&self) {
+        for f in ["roles.yaml", "guardrails.yaml"] {
+            let text = std::fs::read_to_string(Path::new(EXAMPLE_POLICIES).join(f)).unwrap();
+            self.write(&format!("policies/{f}"), &text);
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
