@@ -85,6 +85,7 @@ pub struct Store {
 impl Store {
     /// Opens an existing store and checks that it is ours and of this schema version.
     pub fn open(path: &Path, lock_timeout: Duration) -> Result<Store> {
+        plain_path(path)?;
         if !path.exists() {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
@@ -114,6 +115,7 @@ impl Store {
     /// Creates the store (mode 0600) or migrates an older one; a no-op on a current store.
     /// Returns the store and whether it was created.
     pub fn init(path: &Path, lock_timeout: Duration) -> Result<(Store, bool)> {
+        plain_path(path)?;
         let created = !path.exists();
         if created {
             create_private_file(path)?;
@@ -146,8 +148,8 @@ impl Store {
 
     fn connect(path: &Path, lock_timeout: Duration) -> Result<Store> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|e| map_err(path, "open", e))?;
+        let conn = Connection::open_with_flags(plain_path(path)?, flags)
+            .map_err(|e| map_err(path, "open", e))?;
         conn.busy_timeout(lock_timeout)
             .map_err(|e| map_err(path, "open", e))?;
         let store = Store {
@@ -244,6 +246,32 @@ pub(crate) fn map_err(path: &Path, context: &str, e: rusqlite::Error) -> StoreEr
         context: context.to_string(),
         detail: e.to_string(),
     }
+}
+
+/// The store path as SQLite must be given it to open exactly that file. The bundled SQLite
+/// reads a name that starts with `file:` as a URI (`file:x.db?mode=memory` would be an
+/// in-memory database that `init` reports created and that vanishes), whatever the open flags
+/// say, so a relative path goes as `./PATH`, which is never a URI. `:memory:` and an empty path
+/// are refused: neither is a file.
+fn plain_path(path: &Path) -> Result<PathBuf> {
+    if path.as_os_str().is_empty() {
+        return Err(StoreError::Invalid(
+            "the store path is empty: give the store's file path (--store PATH or MFACTL_STORE)"
+                .into(),
+        ));
+    }
+    if path.as_os_str() == ":memory:" {
+        return Err(StoreError::Invalid(
+            "store `:memory:` is SQLite's in-memory database, which would vanish when mfactl \
+             exits: give the store a file path (--store PATH or MFACTL_STORE), e.g. ./mfactl.db"
+                .into(),
+        ));
+    }
+    Ok(if path.is_relative() {
+        Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
+    })
 }
 
 fn create_private_file(path: &Path) -> Result<()> {
