@@ -208,13 +208,33 @@ impl Verifier {
             head: self.prev_hash,
         }
     }
+
+    /// Ends the walk when the store's record of the head cannot be read (`what` says why, e.g.
+    /// "is missing"): that is a break at the last record, as records deleted from the end
+    /// would not show otherwise.
+    pub fn finish_without_head(mut self, what: &str) -> Report {
+        self.breaks.push(Break {
+            seq: self.prev_seq.unwrap_or(0),
+            what: format!(
+                "the store's record of the chain's head {what}, so records deleted from the end \
+                 would not show"
+            ),
+            acknowledged_by: None,
+        });
+        self.finish(None)
+    }
 }
 
-fn short(h: &str) -> &str {
+/// The first characters of a stored hash, for a message: whatever the store holds (a hash is
+/// hex, but a tampered one may be anything), cut on a character boundary and escaped.
+pub fn short(h: &str) -> std::borrow::Cow<'_, str> {
     if h.is_empty() {
-        "(nothing)"
-    } else {
-        &h[..h.len().min(12)]
+        return "(nothing)".into();
+    }
+    let end = h.char_indices().nth(12).map_or(h.len(), |(i, _)| i);
+    match crate::render::escape_text(&h[..end]) {
+        std::borrow::Cow::Borrowed(b) => b.into(),
+        std::borrow::Cow::Owned(o) => o.into(),
     }
 }
 
@@ -330,6 +350,18 @@ mod tests {
         let mut truncated = c.clone();
         truncated.pop();
         assert!(!verify(&truncated, Some((&h.0, h.1))).intact());
+    }
+
+    #[test]
+    fn a_non_ascii_or_short_head_is_reported_not_sliced() {
+        let c = chain(2);
+        for head in ["aéééééééééééé", "ab", "\u{1b}[31m\n", ""] {
+            let r = verify(&c, Some((head, 2)));
+            assert!(!r.intact(), "{head:?}");
+            let what = &r.breaks[0].what;
+            assert!(!what.contains('\x1b') && !what.contains('\n'), "{what}");
+        }
+        assert_eq!(short("aéééééééééééééé"), "aééééééééééé");
     }
 
     #[test]

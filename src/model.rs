@@ -42,6 +42,16 @@ impl Timestamp {
                 crate::render::escape_text(s)
             )
         })?;
+        // `time` reads a leap second (`23:59:60`) as 23:59:59.999999999: name it rather than
+        // call it a fraction. Unix time has no leap seconds, so neither does mfactl.
+        if s.get(17..19) == Some("60") && s.as_bytes().get(16) == Some(&b':') {
+            let before = Timestamp(t.unix_timestamp());
+            return Err(format!(
+                "`{s}` is a leap second; leap seconds are not supported: use {before} or the next \
+                 second, {}",
+                before.plus_secs(1)
+            ));
+        }
         if t.nanosecond() != 0 {
             return Err(format!(
                 "`{s}` has fractional seconds; mfactl timestamps have one-second precision"
@@ -344,6 +354,23 @@ mod tests {
         assert!(Timestamp::parse("true").is_err());
         assert!(Timestamp::parse("2026-11-20T10:00:00.5Z").is_err());
         assert!(Timestamp::parse("2026-02-30").is_err());
+    }
+
+    #[test]
+    fn a_leap_second_is_named_not_called_a_fraction() {
+        let e = Timestamp::parse("2016-12-31T23:59:60Z").unwrap_err();
+        assert!(e.contains("leap second"), "{e}");
+        assert!(
+            e.contains("use 2016-12-31T23:59:59Z or the next second, 2017-01-01T00:00:00Z"),
+            "{e}"
+        );
+        let e = Timestamp::parse("2017-01-01T00:59:60+01:00").unwrap_err();
+        assert!(e.contains("use 2016-12-31T23:59:59Z"), "{e}");
+        let e = Timestamp::parse("2016-12-31T23:59:60.5Z").unwrap_err();
+        assert!(e.contains("leap second"), "{e}");
+        assert!(Timestamp::parse("2016-12-31T23:59:59.5Z")
+            .unwrap_err()
+            .contains("fractional"));
     }
 
     #[test]

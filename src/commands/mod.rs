@@ -65,7 +65,7 @@ impl Ctx {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("mfactl.db")),
             policies: g.policies.clone(),
-            actor: g.actor.clone().filter(|a| !a.is_empty()),
+            actor: actor(g)?,
             style: Style {
                 color: !no_color && std::io::stdout().is_terminal(),
             },
@@ -157,6 +157,19 @@ impl Ctx {
             self.status(&format!("warning: {w}"));
         }
         Ok(())
+    }
+}
+
+/// The actor of `--actor` or `MFACTL_ACTOR`. An empty one is a mistake (a variable a pipeline
+/// meant to fill and did not), not "no actor": a plan without an actor would hide it.
+fn actor(g: &Global) -> Result<Option<String>, Failure> {
+    // clap reads a set-but-empty MFACTL_ACTOR as an empty value, like `--actor ""`.
+    match &g.actor {
+        Some(a) if a.trim().is_empty() => Err(Failure::error(
+            "the actor is empty (--actor \"\" or MFACTL_ACTOR set to nothing): pass the acting \
+             administrator's user id, or leave out --actor and unset MFACTL_ACTOR to plan without one",
+        )),
+        other => Ok(other.clone()),
     }
 }
 

@@ -23,9 +23,11 @@ pub fn user_diffs(changes: &[Change], actual: &Actual) -> BTreeMap<String, Strin
         let diff = similar::TextDiff::from_lines(&a, &b)
             .unified_diff()
             .context_radius(3)
+            // The id is escaped here, before the lines are split: a newline in it would
+            // otherwise end the header and forge the lines after it.
             .header(
-                &format!("{user} (actual)"),
-                &format!("{user} (after apply)"),
+                &format!("{} (actual)", escape_text(user)),
+                &format!("{} (after apply)", escape_text(user)),
             )
             .to_string();
         // Lines stay lines; anything else that could steer a terminal is shown escaped.

@@ -286,8 +286,8 @@ pub fn audit(records: &[AuditRecord], st: Style) -> String {
             r.seq,
             st.dim(&r.at.to_string()),
             esc(&r.actor),
-            r.role,
-            st.yellow(&r.action),
+            esc(&r.role),
+            st.yellow(&esc(&r.action)),
             st.bold(&esc(&r.user)),
         );
         let _ = writeln!(out, "    before: {}", esc(&json_compact(&r.before)));

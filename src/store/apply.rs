@@ -350,10 +350,13 @@ impl<'a> Chain<'a> {
         Ok(())
     }
 
+    /// Records the new head; writes the row anew if it was deleted (an apply that accepted
+    /// that break repairs it).
     fn close(self) -> Result<()> {
         self.tx
             .execute(
-                "UPDATE audit_head SET hash = ?1, count = ?2 WHERE id = 1",
+                "INSERT INTO audit_head (id, hash, count) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET hash = excluded.hash, count = excluded.count",
                 params![self.head, self.count],
             )
             .map(|_| ())

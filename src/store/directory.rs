@@ -931,7 +931,13 @@ pub fn user_batches(
             .map_err(e)?;
         let mut last: Option<String> = None;
         loop {
-            let key = |r: &rusqlite::Row| r.get::<_, String>(0);
+            let key = |r: &rusqlite::Row| {
+                r.get::<_, String>(0).map_err(|e| {
+                    super::damage::name_row(e, r, &|r| {
+                        format!("users, user {}", super::damage::cell(r, 0))
+                    })
+                })
+            };
             let keys: Vec<String> = match &last {
                 None => first_keys
                     .query_map([batch as i64], key)

@@ -1,8 +1,9 @@
 //! Loading the users a plan needs, in bulk: the wanted keys go into a temporary table and each
 //! kind of row is read with one join, so a plan costs a handful of queries whatever its size.
 
+use super::damage::{self, cell, name_row};
 use super::{map_err, revision, Result};
-use crate::model::{key_of, AppPassword, Device, Group, Method, Session, Timestamp, User};
+use crate::model::{key_of, AppPassword, Device, Group, Method, Session, User};
 use crate::plan::{Actual, Needs};
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,7 +86,16 @@ pub fn member_keys(
         let mut stmt = conn
             .prepare_cached("SELECT key FROM temp.want ORDER BY key")
             .map_err(e)?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(e)?;
+        // Besides the keys given, these are the members' `user_key`s read from `memberships`.
+        let rows = stmt
+            .query_map([], |r| {
+                r.get(0).map_err(|e| {
+                    name_row(e, r, &|_| {
+                        "memberships, a member of the groups selected".into()
+                    })
+                })
+            })
+            .map_err(e)?;
         rows.collect::<rusqlite::Result<_>>().map_err(e)
     })
 }
@@ -129,13 +139,16 @@ pub fn load_groups(conn: &Connection, path: &Path) -> Result<BTreeMap<String, Gr
         .map_err(e)?;
     let rows = stmt
         .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                Group {
-                    name: r.get(1)?,
-                    role_assignable: r.get(2)?,
-                },
-            ))
+            let group = || -> rusqlite::Result<(String, Group)> {
+                Ok((
+                    r.get(0)?,
+                    Group {
+                        name: r.get(1)?,
+                        role_assignable: r.get(2)?,
+                    },
+                ))
+            };
+            group().map_err(|e| name_row(e, r, &group_row))
         })
         .map_err(e)?;
     rows.collect::<rusqlite::Result<_>>().map_err(e)
@@ -233,17 +246,31 @@ impl Child {
         }
     }
 
+    /// How a message names one of these rows: the table, its user and its own id.
+    fn row(self, r: &rusqlite::Row) -> String {
+        let (table, ..) = self.query();
+        let what = match self {
+            Child::Roles => "role",
+            Child::Groups => "group",
+            Child::Methods => "method",
+            Child::Sessions => "session",
+            Child::Devices => "trusted device",
+            Child::AppPasswords => "app password",
+        };
+        format!("{table}, user {}, {what} {}", cell(r, 0), cell(r, 1))
+    }
+
     fn push(
         self,
         u: &mut User,
         r: &rusqlite::Row,
         names: &BTreeMap<String, String>,
     ) -> rusqlite::Result<()> {
-        let t = |i| r.get::<_, i64>(i).map(Timestamp::from_unix);
+        let t = |i| damage::time(r, i);
         match self {
             Child::Roles => u.roles.push(r.get(1)?),
             Child::Groups => {
-                let key = r.get_ref(1)?.as_str()?;
+                let key = damage::text(r, 1)?;
                 u.groups
                     .push(names.get(key).cloned().unwrap_or_else(|| key.to_string()))
             }
@@ -269,6 +296,16 @@ impl Child {
         }
         Ok(())
     }
+}
+
+/// How a message names a row of `groups`.
+fn group_row(r: &rusqlite::Row) -> String {
+    format!("groups, group {}", cell(r, 0))
+}
+
+/// How a message names a row of `users`.
+fn user_row(r: &rusqlite::Row) -> String {
+    format!("users, user {}", cell(r, 0))
 }
 
 /// A user with no fields set, to fill in.
@@ -308,7 +345,7 @@ fn read_children(
     let mut rows = stmt.query(source.params().as_slice())?;
     let mut at = usize::MAX;
     while let Some(r) = rows.next()? {
-        let key = r.get_ref(0)?.as_str()?;
+        let key = damage::text(r, 0).map_err(|e| name_row(e, r, &|r| child.row(r)))?;
         if keys.get(at).is_none_or(|k| k != key) {
             let next = at.wrapping_add(1);
             if keys.get(next).is_some_and(|k| k == key) {
@@ -323,7 +360,9 @@ fn read_children(
                 }
             }
         }
-        child.push(&mut users[at], r, names)?;
+        child
+            .push(&mut users[at], r, names)
+            .map_err(|e| name_row(e, r, &|r| child.row(r)))?;
     }
     Ok(())
 }
@@ -363,21 +402,28 @@ fn read_users(conn: &Connection, scope: Scope) -> rusqlite::Result<BTreeMap<Stri
             source.from("users", "")
         );
         let mut stmt = conn.prepare_cached(&sql)?;
-        let ts = |v: Option<i64>| v.map(Timestamp::from_unix);
+        let ts = |r: &rusqlite::Row, i| damage::opt_time(r, i);
         let mut rows = stmt.query(source.params().as_slice())?;
         while let Some(r) = rows.next()? {
-            keys.push(r.get(0)?);
-            users.push(User {
-                id: r.get(1)?,
-                display_name: r.get(2)?,
-                enabled: r.get(3)?,
-                password_set_at: ts(r.get(4)?),
-                must_change_password: r.get(5)?,
-                registration_valid_from: ts(r.get(6)?),
-                sessions_valid_from: ts(r.get(7)?),
-                devices_valid_from: ts(r.get(8)?),
-                ..empty_user()
-            });
+            let user = || -> rusqlite::Result<(String, User)> {
+                Ok((
+                    r.get(0)?,
+                    User {
+                        id: r.get(1)?,
+                        display_name: r.get(2)?,
+                        enabled: r.get(3)?,
+                        password_set_at: ts(r, 4)?,
+                        must_change_password: r.get(5)?,
+                        registration_valid_from: ts(r, 6)?,
+                        sessions_valid_from: ts(r, 7)?,
+                        devices_valid_from: ts(r, 8)?,
+                        ..empty_user()
+                    },
+                ))
+            };
+            let (key, user) = user().map_err(|e| name_row(e, r, &user_row))?;
+            keys.push(key);
+            users.push(user);
         }
     }
     // Both scans return key order; sort anyway if SQLite ever chose otherwise.
@@ -389,7 +435,10 @@ fn read_users(conn: &Connection, scope: Scope) -> rusqlite::Result<BTreeMap<Stri
     // Group key → name, for the memberships.
     let names: BTreeMap<String, String> = conn
         .prepare_cached("SELECT key, name FROM groups")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([], |r| {
+            let pair = || Ok((r.get(0)?, r.get(1)?));
+            pair().map_err(|e| name_row(e, r, &group_row))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     for child in CHILDREN {
         read_children(conn, &source, child, &keys, &mut users, &names)?;

@@ -6,6 +6,7 @@
 //! SQLite database is refused rather than written to.
 
 mod apply;
+mod damage;
 mod directory;
 pub mod jsonl;
 mod load;
@@ -68,6 +69,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("store {path} is damaged: {detail}; it was changed outside mfactl: restore it from a backup, or repair what is named")]
+    Damaged { path: PathBuf, detail: String },
     #[error("store {path}: the audit log is broken: {detail}; nothing was applied. Inspect it with `mfactl audit verify`; `apply --accept-broken-audit` applies anyway and records that in the log")]
     BrokenAudit { path: PathBuf, detail: String },
     #[error("store {path}: {detail}")]
@@ -92,6 +95,7 @@ pub struct Store {
 impl Store {
     /// Opens an existing store and checks that it is ours and of this schema version.
     pub fn open(path: &Path, lock_timeout: Duration) -> Result<Store> {
+        plain_path(path)?;
         if !path.exists() {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
@@ -121,6 +125,7 @@ impl Store {
     /// Creates the store (mode 0600) or migrates an older one; a no-op on a current store.
     /// Returns the store and whether it was created.
     pub fn init(path: &Path, lock_timeout: Duration) -> Result<(Store, bool)> {
+        plain_path(path)?;
         let created = !path.exists();
         if created {
             create_private_file(path)?;
@@ -153,8 +158,8 @@ impl Store {
 
     fn connect(path: &Path, lock_timeout: Duration) -> Result<Store> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|e| map_err(path, "open", e))?;
+        let conn = Connection::open_with_flags(plain_path(path)?, flags)
+            .map_err(|e| map_err(path, "open", e))?;
         conn.busy_timeout(lock_timeout)
             .map_err(|e| map_err(path, "open", e))?;
         let store = Store {
@@ -224,6 +229,26 @@ pub fn commit(tx: Transaction<'_>, path: &Path) -> Result<()> {
 
 pub(crate) fn map_err(path: &Path, context: &str, e: rusqlite::Error) -> StoreError {
     let p = path.to_path_buf();
+    if let Some(detail) = damage::description(&e) {
+        return StoreError::Damaged {
+            path: p,
+            detail: detail.to_string(),
+        };
+    }
+    // A value of the wrong type that no reader named (every reader should): still a damaged
+    // store, not an SQL error.
+    if matches!(
+        e,
+        rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..)
+    ) {
+        return StoreError::Damaged {
+            path: p,
+            detail: format!("{context}: {e}"),
+        };
+    }
     if let rusqlite::Error::SqliteFailure(f, _) = &e {
         match f.code {
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
@@ -253,6 +278,32 @@ pub(crate) fn map_err(path: &Path, context: &str, e: rusqlite::Error) -> StoreEr
     }
 }
 
+/// The store path as SQLite must be given it to open exactly that file. The bundled SQLite
+/// reads a name that starts with `file:` as a URI (`file:x.db?mode=memory` would be an
+/// in-memory database that `init` reports created and that vanishes), whatever the open flags
+/// say, so a relative path goes as `./PATH`, which is never a URI. `:memory:` and an empty path
+/// are refused: neither is a file.
+fn plain_path(path: &Path) -> Result<PathBuf> {
+    if path.as_os_str().is_empty() {
+        return Err(StoreError::Invalid(
+            "the store path is empty: give the store's file path (--store PATH or MFACTL_STORE)"
+                .into(),
+        ));
+    }
+    if path.as_os_str() == ":memory:" {
+        return Err(StoreError::Invalid(
+            "store `:memory:` is SQLite's in-memory database, which would vanish when mfactl \
+             exits: give the store a file path (--store PATH or MFACTL_STORE), e.g. ./mfactl.db"
+                .into(),
+        ));
+    }
+    Ok(if path.is_relative() {
+        Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
+    })
+}
+
 fn create_private_file(path: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -271,17 +322,32 @@ fn create_private_file(path: &Path) -> Result<()> {
 pub fn revision(conn: &Connection, path: &Path) -> Result<i64> {
     conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
         r.get(0)
+            .map_err(|e| damage::name_row(e, r, &|_| "meta, row `revision`".to_string()))
     })
-    .map_err(|e| map_err(path, "read revision", e))
+    .map_err(|e| revision_err(path, "read revision", e))
 }
 
 pub(crate) fn bump_revision(conn: &Connection, path: &Path) -> Result<i64> {
+    revision(conn, path)?;
     conn.query_row(
         "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
         [],
-        |r| r.get(0),
+        |r| {
+            r.get(0)
+                .map_err(|e| damage::name_row(e, r, &|_| "meta, row `revision`".to_string()))
+        },
     )
-    .map_err(|e| map_err(path, "bump revision", e))
+    .map_err(|e| revision_err(path, "bump revision", e))
+}
+
+fn revision_err(path: &Path, context: &str, e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::QueryReturnedNoRows => StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail: "meta: the `revision` row is missing".to_string(),
+        },
+        e => map_err(path, context, e),
+    }
 }
 
 /// The audit log, oldest first, optionally for one user and from a time on.
@@ -318,25 +384,33 @@ pub(crate) fn each_audit(
     let key = user.map(crate::model::key_of);
     let mut rows = stmt.query(rusqlite::params![key, since.map(|t| t.unix())])?;
     while let Some(r) = rows.next()? {
+        // Text is read as the chain hashes it, whatever its type, so that an edited record
+        // still lists (and `audit verify` names it); only the record's time must be a time.
+        let text = |i: usize| damage::lossy(r, i).map(std::borrow::Cow::into_owned);
         let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
-            let s: String = r.get(i)?;
+            let s = text(i)?;
             Ok(serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)))
         };
-        let sources: serde_json::Value = json(8)?;
-        f(crate::model::AuditRecord {
-            seq: r.get(0)?,
-            at: crate::model::Timestamp::from_unix(r.get(1)?),
-            actor: r.get(2)?,
-            role: r.get(3)?,
-            action: r.get(4)?,
-            user: r.get(5)?,
-            before: json(6)?,
-            after: json(7)?,
-            sources: serde_json::from_value(sources).unwrap_or_default(),
-            plan_id: r.get(9)?,
-            prev_hash: r.get(10)?,
-            hash: r.get(11)?,
-        });
+        let record = || -> rusqlite::Result<crate::model::AuditRecord> {
+            let sources: serde_json::Value = json(8)?;
+            Ok(crate::model::AuditRecord {
+                seq: r.get(0)?,
+                at: damage::time(r, 1)?,
+                actor: text(2)?,
+                role: text(3)?,
+                action: text(4)?,
+                user: text(5)?,
+                before: json(6)?,
+                after: json(7)?,
+                sources: serde_json::from_value(sources).unwrap_or_default(),
+                plan_id: text(9)?,
+                prev_hash: text(10)?,
+                hash: text(11)?,
+            })
+        };
+        f(record().map_err(|e| {
+            damage::name_row(e, r, &|r| format!("audit, record #{}", damage::cell(r, 0)))
+        })?);
     }
     Ok(())
 }
@@ -377,14 +451,7 @@ fn verify_records(
     let mut buf = Vec::new();
     while let Some(r) = rows.next()? {
         // A value someone stored with another type hashes as its text, so it shows as edited.
-        let text = |i: usize| -> rusqlite::Result<std::borrow::Cow<'_, str>> {
-            Ok(match r.get_ref(i)? {
-                ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t),
-                ValueRef::Integer(n) => n.to_string().into(),
-                ValueRef::Real(x) => x.to_string().into(),
-                ValueRef::Null => "".into(),
-            })
-        };
+        let text = |i: usize| damage::lossy(r, i);
         let int = |i: usize| -> rusqlite::Result<i64> {
             Ok(match r.get_ref(i)? {
                 ValueRef::Integer(n) => n,
@@ -416,10 +483,27 @@ pub fn verify_audit(conn: &Connection, path: &Path) -> Result<crate::audit::Repo
     let e = |e| map_err(path, "verify audit log", e);
     let mut verifier = crate::audit::Verifier::default();
     verify_records(conn, &mut verifier).map_err(e)?;
-    let (hash, count): (String, i64) = conn
+    // The head is compared as stored text, like the records; a head that is missing or holds
+    // no count is a break of the chain (records deleted from the end could hide behind it),
+    // reported by `audit verify` and refused by apply, not an unreadable store.
+    let head = conn
         .query_row("SELECT hash, count FROM audit_head WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            let hash = damage::lossy(r, 0)?.into_owned();
+            Ok(match r.get_ref(1)? {
+                rusqlite::types::ValueRef::Integer(count) => Ok((hash, count)),
+                other => Err(format!(
+                    "holds {} as its count of records",
+                    damage::describe(other)
+                )),
+            })
+        })
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(Err("is missing".to_string())),
+            e => Err(e),
         })
         .map_err(e)?;
-    Ok(verifier.finish(Some((&hash, count))))
+    Ok(match head {
+        Ok((hash, count)) => verifier.finish(Some((&hash, count))),
+        Err(what) => verifier.finish_without_head(&what),
+    })
 }
