@@ -77,11 +77,11 @@ pub fn die_of(sig: i32, failure: &Failure) -> ! {
     std::process::exit(128 + sig)
 }
 
-/// Test hook, like `store::failpoint`: in debug builds, `MFACTL_FAILPOINT=NAME` makes the process
+/// Test hook, like `store::failpoint`: with the `failpoints` feature, `MFACTL_FAILPOINT=NAME` makes the process
 /// create the file named by `MFACTL_FAILPOINT_MARK` here, then wait until `until()` holds (or
 /// the process is killed), so that a test can signal it at exactly this moment, without timing.
 pub fn failpoint_wait(name: &str, until: &dyn Fn() -> bool) {
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "failpoints")]
     if std::env::var("MFACTL_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("failpoint {name}: waiting");
         if let Some(mark) = std::env::var_os("MFACTL_FAILPOINT_MARK") {
@@ -91,6 +91,6 @@ pub fn failpoint_wait(name: &str, until: &dyn Fn() -> bool) {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(feature = "failpoints"))]
     let _ = (name, until);
 }

@@ -19,10 +19,10 @@ use std::path::Path;
 /// and changes a few megabytes.
 pub const PLAN_BATCH: usize = 5_000;
 
-/// [`PLAN_BATCH`]; in debug builds (which the tests drive) `MFACTL_PLAN_BATCH=N` makes small
-/// tenants cross many batch boundaries. Release builds compile the override away.
+/// [`PLAN_BATCH`]; with the `failpoints` feature (the tests' build) `MFACTL_PLAN_BATCH=N` makes
+/// small tenants cross many batch boundaries. Other builds compile the override away.
 fn batch_size() -> usize {
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "failpoints")]
     if let Some(n) = std::env::var("MFACTL_PLAN_BATCH")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())

@@ -189,16 +189,16 @@ pub fn apply_plan(
     Ok(revision)
 }
 
-/// Crash-test hook: in debug builds (which the tests drive), `MFACTL_FAILPOINT=NAME` aborts the
-/// process at the point of that name, so the interesting moments are hit every run. Release builds
-/// compile it away.
+/// Crash-test hook: in builds with the `failpoints` feature (which `cargo test` turns on for the
+/// binary the tests drive), `MFACTL_FAILPOINT=NAME` aborts the process at the point of that name,
+/// so the interesting moments are hit every run. Other builds, debug or release, compile it away.
 pub fn failpoint(name: &str) {
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "failpoints")]
     if std::env::var("MFACTL_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
     }
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }
 
