@@ -54,6 +54,7 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
     ctx.open_store()?;
     ctx.policy()?;
     init_logging(&ctx, opts.log_format);
+    watch::log_panics();
 
     let paths = if opts.paths.is_empty() {
         vec![PathBuf::from("manifests")]
