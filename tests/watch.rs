@@ -39,8 +39,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env, args: &[&str]) -> Daemon {
-        let mut child = env
-            .cmd()
+        Daemon::start_with(env, args, &[])
+    }
+
+    /// `start` with extra environment variables.
+    fn start_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Daemon {
+        let mut cmd = env.cmd();
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .arg("watch")
             .args(args)
             .args(["--log-format", "json"])
@@ -256,6 +264,110 @@ fn an_invalid_manifest_applies_nothing_keeps_the_daemon_alive_and_fixing_it_appl
     env.write("m/apps.yaml", &good);
     let applied = d.reconcile_with(2, "applied");
     assert_eq!(applied["trigger"], "file");
+    assert_eq!(app_passwords(&env, "bob@contoso.example"), 0);
+}
+
+#[test]
+fn a_panic_in_one_reconcile_is_logged_and_the_daemon_keeps_serving_and_applying() {
+    let env = Env::example();
+    env.write("m/apps.yaml", &bob_without_app_passwords());
+    let before = env.export();
+    // The test build's failpoint panics in the first reconcile, inside its transaction.
+    let once = env.run_env(
+        &["watch", "m", "--once", "--actor", ADMIN],
+        &[("MFACTL_FAILPOINT", "reconcile-panic")],
+    );
+    assert_eq!(once.code, 1, "--once exits 1, not 101:\n{}", once.all());
+    assert!(once.stderr.contains("result=panic"), "{}", once.stderr);
+    assert!(!once.stderr.contains("RUST_BACKTRACE"), "{}", once.stderr);
+    assert_eq!(env.export(), before);
+    let mut d = Daemon::start_with(
+        &env,
+        &["m", "--actor", ADMIN, "--metrics-addr", "127.0.0.1:0"],
+        &[("MFACTL_FAILPOINT", "reconcile-panic")],
+    );
+    let addr = d.metrics_addr();
+    let first = d.nth_reconcile(1);
+    assert_eq!(first["result"], "panic", "{first}");
+    assert_eq!(first["level"], "WARN", "{first}");
+    // Every line stays a JSON log line (`events` parses each), the panic among them.
+    let errors: Vec<String> = d
+        .events()
+        .into_iter()
+        .filter(|e| e["level"] == "ERROR")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|m| m == "panicked: failpoint reconcile-panic"),
+        "{}",
+        d.raw()
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.starts_with("the reconcile panicked: failpoint reconcile-panic")),
+        "{}",
+        d.raw()
+    );
+    assert_eq!(
+        env.export(),
+        before,
+        "the panicking reconcile committed nothing"
+    );
+    assert!(d.alive(), "the daemon keeps running");
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("last reconcile: panic"), "{body}");
+    let (_, body) = http_get(&addr, "/metrics");
+    for expected in [
+        "mfactl_reconciles_total{result=\"panic\"} 1",
+        "mfactl_reconciles_total{result=\"applied\"} 0",
+        "mfactl_reconciles_total{result=\"error\"} 0",
+    ] {
+        assert!(body.contains(expected), "{expected} missing from:\n{body}");
+    }
+
+    // The next reconcile starts afresh: the store is not left locked, and it applies.
+    env.write("m/apps.yaml", &bob_without_app_passwords());
+    let applied = d.reconcile_with(1, "applied");
+    assert_eq!(applied["trigger"], "file");
+    assert_eq!(app_passwords(&env, "bob@contoso.example"), 0);
+    let (_, body) = http_get(&addr, "/metrics");
+    assert!(
+        body.contains("mfactl_reconciles_total{result=\"applied\"} 1"),
+        "{body}"
+    );
+}
+
+#[test]
+fn an_alias_to_an_unknown_anchor_leaves_the_daemon_running() {
+    let env = Env::example();
+    std::fs::create_dir(env.path("m")).unwrap();
+    let mut d = Daemon::start(&env, &["m", "--actor", ADMIN]);
+    d.nth_reconcile(1);
+    let before = env.export();
+    // The one-line manifest that crashed the daemon, then the same alias in a real manifest.
+    env.write("m/crash.yaml", "a:\n  b: *x\n");
+    d.reconcile_with(1, "invalid");
+    std::fs::remove_file(env.path("m/crash.yaml")).unwrap();
+    let aliased = bob_without_app_passwords().replace("[bob@contoso.example]", "*x");
+    env.write("m/apps.yaml", &aliased);
+    let invalid = d.reconcile_with(2, "invalid");
+    assert_eq!(invalid["changes"], 0);
+    let located = d
+        .events()
+        .into_iter()
+        .filter(|e| e["level"] == "ERROR")
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .find(|m| m.contains("apps.yaml:6:12: unknown anchor"));
+    assert!(located.is_some(), "no located error in:\n{}", d.raw());
+    assert_eq!(env.export(), before, "nothing was applied");
+    assert!(d.alive(), "the daemon keeps running");
+
+    env.write("m/apps.yaml", &bob_without_app_passwords());
+    d.reconcile_with(3, "applied");
     assert_eq!(app_passwords(&env, "bob@contoso.example"), 0);
 }
 

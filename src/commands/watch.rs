@@ -56,6 +56,7 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
     let unprotected = ctx.unprotected_warning(&st, &policy)?;
     drop(st);
     init_logging(&ctx, opts.log_format);
+    watch::log_panics();
     // Once, at start: every reconcile rereads the policies, but a warning each --interval
     // would drown the log; restart the daemon after changing them.
     if let Some(w) = unprotected {

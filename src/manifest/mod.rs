@@ -6,12 +6,14 @@
 //! are checked inside the entry's deserializer so serde_yaml attaches the entry's position too.
 //! Checks that need the store or the clock run later in [`crate::plan`] and are located by path.
 
+pub mod documents;
 pub mod guard;
 pub mod locate;
 
 use crate::model::Timestamp;
 use locate::Seg;
 use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -72,8 +74,11 @@ pub fn locate_all(problems: Vec<Problem>, files: &[SourceFile]) -> Vec<Located> 
                 Where::Path { doc, path } => files
                     .iter()
                     .find(|f| f.path == p.file)
-                    .and_then(|f| locate::locate(&f.text, *doc, path))
-                    .unwrap_or((1, 1)),
+                    .and_then(|f| documents::split(without_bom(&f.text)).get(*doc).copied())
+                    .map_or((1, 1), |d| {
+                        let (line, col) = locate::locate(d.text, 0, path).unwrap_or((1, 1));
+                        (line + d.line, col)
+                    }),
             };
             Located {
                 file: p.file,
@@ -361,7 +366,7 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
         at,
         message,
     };
-    let text = file.text.strip_prefix('\u{feff}').unwrap_or(&file.text);
+    let text = without_bom(&file.text);
     if let Err((line, col, message)) = guard::check_nesting(text) {
         problems.push(Problem {
             file: file.path.clone(),
@@ -370,20 +375,14 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
         });
         return (manifests, problems);
     }
-    let mut last_error = String::new();
-    for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        // Straight from the text (no intermediate Value), so every error keeps its position and
-        // a plain scalar such as `name: 2026` reads as the string it is meant to be.
-        let raw = match Option::<RawManifest>::deserialize(de) {
+    // One document at a time on serde_yaml's single-document path: its multi-document iterator
+    // panics after an alias to an unknown anchor (see `documents`).
+    for (doc, read) in read_documents::<RawManifest>(text).into_iter().enumerate() {
+        let raw = match read {
             Ok(Some(m)) => m,
             Ok(None) => continue, // an empty document, e.g. after a trailing `---`
-            Err(e) => {
-                let p = from_yaml_error(&file.path, &e);
-                if p.message == last_error {
-                    break; // a syntax error repeats for every later document
-                }
-                last_error = p.message.clone();
-                problems.push(p);
+            Err((e, at)) => {
+                problems.push(from_yaml_error(&file.path, &e, &at));
                 continue;
             }
         };
@@ -435,25 +434,141 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
     (manifests, problems)
 }
 
-/// Turns a serde_yaml error into a problem at the parser's position, without its " at line …" tail.
-fn from_yaml_error(file: &str, e: &serde_yaml::Error) -> Problem {
+/// A document that could not be read: serde_yaml's error, and the document its position is
+/// relative to.
+pub type Unread<'a> = (serde_yaml::Error, documents::Document<'a>);
+
+/// Every document of `text` as a `T` (`None` for an empty one), each on serde_yaml's
+/// single-document path, in order. After an error that the stream cannot be read past (an
+/// unclosed quoted scalar or flow collection running into the next `---`), nothing more is read.
+pub fn read_documents<T: DeserializeOwned>(text: &str) -> Vec<Result<Option<T>, Unread<'_>>> {
+    let mut docs = documents::split(text);
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in 0..docs.len() {
+        match read(text, &mut docs, doc) {
+            Ok(t) => out.push(Ok(t)),
+            Err((e, at, stop)) => {
+                out.push(Err((e, at)));
+                if stop {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An error with the document its position is relative to, and whether reading stops there.
+type Failed<'a> = (serde_yaml::Error, documents::Document<'a>, bool);
+
+/// Reads document `doc` of `docs` (the split of `text`), moving the directives at its end to the
+/// next document when they are directives.
+fn read<'a, T: DeserializeOwned>(
+    text: &'a str,
+    docs: &mut [documents::Document<'a>],
+    doc: usize,
+) -> Result<Option<T>, Failed<'a>> {
+    // Straight from the text (no intermediate Value), so every error keeps its position and
+    // a plain scalar such as `name: 2026` reads as the string it is meant to be.
+    let part = docs[doc];
+    let e = match serde_yaml::from_str::<Option<T>>(part.text) {
+        Ok(m) => return Ok(m),
+        Err(e) => explained(part.text, e),
+    };
+    let Some(&next) = docs.get(doc + 1) else {
+        return Err((e, part, false));
+    };
+    // Only an error past the document's last line says that the cut left something open.
+    let lines = next.line - part.line;
+    if e.location().is_none_or(|l| l.line() <= lines) {
+        return Err((e, part, false));
+    }
+    if let Some((cut, cut_line)) = part.tail {
+        // Directives without their `---`: they belong to the next document.
+        let shorter = documents::Document {
+            text: &text[part.offset..cut],
+            tail: None,
+            ..part
+        };
+        docs[doc] = shorter;
+        docs[doc + 1] = documents::Document {
+            text: &text[cut..next.offset + next.text.len()],
+            line: cut_line,
+            offset: cut,
+            tail: next.tail,
+        };
+        return serde_yaml::from_str::<Option<T>>(shorter.text)
+            .map_err(|e| (explained(shorter.text, e), shorter, false));
+    }
+    // A quoted scalar or a flow collection left open across the next `---`: the stream cannot
+    // be read past it. Report libyaml's error in the whole stream there, and stop, as it does.
+    let rest = documents::Document {
+        text: &text[part.offset..],
+        ..part
+    };
+    let whole = serde_yaml::from_str::<Option<T>>(rest.text).err();
+    Err((whole.map_or(e, |w| explained(rest.text, w)), rest, true))
+}
+
+/// serde_yaml's "more than one document" for a document that reads well but is followed by what
+/// starts no document (after `...` a document must start with `---`, and so must directives):
+/// libyaml's error there instead. The multi-document iterator is safe here: it panics only after
+/// a document that failed to load, and the first one loaded.
+fn explained(text: &str, e: serde_yaml::Error) -> serde_yaml::Error {
+    if e.location().is_some() || !e.to_string().contains("more than one document") {
+        return e;
+    }
+    let second = || {
+        let mut docs = serde_yaml::Deserializer::from_str(text);
+        Option::<de::IgnoredAny>::deserialize(docs.next()?).ok()?;
+        Option::<de::IgnoredAny>::deserialize(docs.next()?).err()
+    };
+    second().unwrap_or(e)
+}
+
+/// The text without the byte-order mark an editor may have put first (libyaml skips it too).
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+/// Turns a serde_yaml error in document `doc` into a problem at the parser's position in the
+/// whole file, without its " at line …" tail.
+fn from_yaml_error(file: &str, e: &serde_yaml::Error, doc: &documents::Document) -> Problem {
     let text = e.to_string();
     let (at, message) = match e.location() {
+        // libyaml's reader places its errors (a control character) by byte, not by mark.
+        Some(loc) if loc.line() == 1 && loc.column() == 1 && at_position(&text).is_some() => {
+            let (i, pos) = at_position(&text).unwrap_or((text.len(), 0));
+            let (line, col) = documents::position(doc.text, pos);
+            (
+                Where::At {
+                    line: line + doc.line,
+                    col,
+                },
+                text[..i].to_string(),
+            )
+        }
         Some(loc) => {
             let tail = format!(" at line {} column {}", loc.line(), loc.column());
-            let msg = match text.find(&tail) {
+            let msg = match text.rfind(&tail) {
                 Some(i) => format!("{}{}", &text[..i], &text[i + tail.len()..]),
                 None => text.clone(),
             };
             (
                 Where::At {
-                    line: loc.line(),
+                    line: loc.line() + doc.line,
                     col: loc.column(),
                 },
-                msg,
+                shift_lines(&msg, doc.line),
             )
         }
-        None => (Where::At { line: 1, col: 1 }, text),
+        None => (
+            Where::At {
+                line: doc.line + 1,
+                col: 1,
+            },
+            text,
+        ),
     };
     let message = crate::render::escape_text(&message).into_owned();
     let message = message
@@ -464,6 +579,35 @@ fn from_yaml_error(file: &str, e: &serde_yaml::Error) -> Problem {
         file: file.to_string(),
         at,
         message,
+    }
+}
+
+/// Where a trailing " at position N" starts in `message`, and N.
+fn at_position(message: &str) -> Option<(usize, usize)> {
+    let i = message.rfind(" at position ")?;
+    let n = message[i + " at position ".len()..].parse().ok()?;
+    Some((i, n))
+}
+
+/// Adds `lines` to the "line N" of a trailing " at line N column M": libyaml names the construct
+/// it was reading after its problem (", while parsing a block mapping at line 3 column 1").
+fn shift_lines(message: &str, lines: usize) -> String {
+    let shifted = || {
+        let i = message.rfind(" at line ")?;
+        let (n, col) = message[i + " at line ".len()..].split_once(" column ")?;
+        if !col.bytes().all(|b| b.is_ascii_digit()) || col.is_empty() {
+            return None;
+        }
+        let n: usize = n.parse().ok()?;
+        Some(format!(
+            "{} at line {} column {col}",
+            &message[..i],
+            n + lines
+        ))
+    };
+    match lines {
+        0 => message.to_string(),
+        _ => shifted().unwrap_or_else(|| message.to_string()),
     }
 }
 
@@ -531,5 +675,154 @@ mod tests {
     fn wrong_api_version_is_located() {
         let (_, p) = parse("apiVersion: v2\nkind: UserSettings\nmetadata: {name: a}\nspec: []\n");
         assert_eq!((p[0].line, p[0].col), (1, 13), "{p:?}");
+    }
+
+    /// The one-line manifest that panicked serde_yaml's multi-document iterator.
+    #[test]
+    fn an_alias_to_an_unknown_anchor_is_an_error_in_any_document() {
+        let (m, p) = parse("a:\n  b: *x\n");
+        assert!(m.is_empty());
+        assert_eq!((p[0].line, p[0].col), (1, 1), "{p:?}");
+        let text = format!(
+            "{HEAD}  - users: *x\n    app-passwords: none\n---\n{HEAD}  - users: *y\n    app-passwords: none\n\
+             ---\na:\n  b: *x\n"
+        );
+        let (_, p) = parse(&text);
+        let got: Vec<_> = p
+            .iter()
+            .map(|p| (p.line, p.col, p.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (5, 12, "unknown anchor"),
+                (12, 12, "unknown anchor"),
+                (
+                    15,
+                    1,
+                    "unknown field `a`, expected one of `apiVersion`, `kind`, `metadata`, `spec`"
+                )
+            ]
+        );
+    }
+
+    /// Shifts every "FILE:LINE" and "at line N column" of a problem by `lines`.
+    fn shifted(p: &Located, lines: usize) -> (usize, usize, String) {
+        (p.line + lines, p.col, shift_lines(&p.message, lines))
+    }
+
+    #[test]
+    fn errors_in_a_later_document_are_located_as_in_a_file_of_their_own() {
+        let first = format!("{HEAD}  - all-users: true\n    app-passwords: none\n");
+        let bad = [
+            format!("{HEAD}  - users: [a@x]\n    revoke-session-before: 2026-01-01\n"),
+            format!(
+                "{HEAD}  - users: [a@x]\n    app-passwords: none\n   revoke-sessions-before: 1\n"
+            ),
+            format!("{HEAD}  - users: *nobody\n    app-passwords: none\n"),
+            format!("{HEAD}  - users: [a@x]\n    app-passwords: \"no\u{1}ne\"\n"),
+            format!("{HEAD}  - users: [a@x]\n    require-reregistration: true\n"),
+            "apiVersion: v2\nkind: UserSettings\nmetadata: {name: b}\nspec: []\n".to_string(),
+            format!("{HEAD}  - users: [a@x]\n    app-passwords: none\n...\nc: 1\n"),
+            format!("{HEAD}  - users: [a@x, \n"),
+        ];
+        for b in &bad {
+            let (_, alone) = parse(b);
+            assert_eq!(alone.len(), 1, "{b}: {alone:?}");
+            // After a first document and its `---` (7 lines); then with a byte-order mark, a
+            // comment and CRLF line ends too (8 lines).
+            for (prefix, crlf) in [
+                (format!("{first}---\n"), false),
+                (format!("\u{feff}# c\n{first}---\n"), true),
+            ] {
+                let text = format!("{prefix}{b}");
+                let text = match crlf {
+                    true => text.replace('\n', "\r\n"),
+                    false => text,
+                };
+                let (_, after) = parse(&text);
+                assert_eq!(after.len(), 1, "{text:?}: {after:?}");
+                let after = &after[0];
+                assert_eq!(
+                    shifted(&alone[0], prefix.matches('\n').count()),
+                    (after.line, after.col, after.message.clone()),
+                    "{text:?}"
+                );
+            }
+        }
+    }
+
+    /// The non-empty documents as serde_yaml's own iterator reads the whole stream, up to its
+    /// first error (it may panic after that: the bug `documents` avoids), or `None`.
+    fn whole_stream(text: &str) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for de in serde_yaml::Deserializer::from_str(text) {
+            if let Some(v) = Option::<serde_yaml::Value>::deserialize(de).ok()? {
+                out.push(format!("{v:?}"));
+            }
+        }
+        Some(out)
+    }
+
+    /// The same, as mfactl reads them.
+    fn by_document(text: &str) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for d in read_documents::<serde_yaml::Value>(text) {
+            if let Some(v) = d.ok()? {
+                out.push(format!("{v:?}"));
+            }
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn every_document_form_reads_as_in_the_whole_stream() {
+        for text in [
+            "a: 1\n---\nb: 2\n",
+            "# c\n---\na: 1\n--- # x\nb: 2\n---\n---\n",
+            "a: |+\n  x\n\n---\nb: |\n  ---\n  ...\n",
+            "--- |\n foo\n---\nbar\n",
+            "--- |\nfoo\n---\nbar\n",
+            "a: 1\n...\n...\n---\nb: 2\n...\n",
+            "a: 1\n...\nb: 2\n",
+            "a: 1\n... # end\n# c\n",
+            "...\n",
+            "a: 1\n%YAML 1.1\n---\nb: 2\n",
+            "%YAML 1.1\n%TAG !e! tag:e.example,2000:\n---\na: !e!x 1\n...\n%YAML 1.1\n# c\n\n---\nb: 2\n",
+            "a: \"x\n%y\"\n---\nb: 1\n",
+            "a: \"x\n%YAML 1.1\n# y\"\n---\nb: 1\n",
+            "a: 'x\n%TAG ! y'\n---\nb: 1\n",
+            "a: \"x\n---\ny\"\n---\nb: 1\n",
+            "a: [1,\n---\n2]\n",
+            "a: 1\r---\rb: 2\r\n---\r\nc: 3\u{85}---\u{85}d: 4\u{2028}---\u{2029}e: 5\n",
+            "a: 1\n---\tb\n----\n",
+            "a: &x 1\nb: *x\n---\nc: *x\n---\nd: 1\n",
+            "a:\n  b: *x\n",
+            "a: 1\n\u{feff}---\nb: 2\n",
+            "a: x\n%y\n---\n",
+            "x\n%YAML 1.1\n---\n",
+            "--- x\n%TAG ! y\n---\n",
+            "",
+        ] {
+            assert_eq!(by_document(text), whole_stream(text), "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// Streams made of markers, directives, comments, block and quoted scalars, flow
+        /// collections and anchors read as serde_yaml reads them whole.
+        #[test]
+        fn any_stream_reads_as_in_the_whole_stream(
+            lines in proptest::collection::vec(proptest::sample::select(vec![
+                "a: 1", "b: |+", "  x", "", "---", "--- |", "...", "%YAML 1.1", "%TAG ! tag:x,2000:",
+                "# c", "c: \"q", "%YAML 1.2 q\"", "# q\"", "d: 'it", "s'", "- [1,", "2]", "e: &x 1",
+                "f: *x", "--- &x [1]", "g: *x", "x", " y", "\t", "--- # c", "...x", "%FOO", "h: {",
+            ]), 0..14),
+            breaks in proptest::collection::vec(proptest::sample::select(vec!["\n", "\r\n", "\r", "\u{85}"]), 14),
+        ) {
+            let text: String = lines.iter().zip(&breaks).map(|(l, b)| format!("{l}{b}")).collect();
+            proptest::prop_assert_eq!(by_document(&text), whole_stream(&text), "{:?}", text);
+        }
     }
 }

@@ -220,6 +220,7 @@ mod tests {
         let text = m.encode().unwrap();
         for name in [
             "mfactl_reconciles_total{result=\"applied\"} 0",
+            "mfactl_reconciles_total{result=\"panic\"} 0",
             "mfactl_reconcile_duration_seconds_bucket",
             "mfactl_changes_applied_total{action=\"revoke-sessions\"} 0",
             "mfactl_drifted_users 0",

@@ -70,6 +70,22 @@ impl Scheduler {
     }
 }
 
+/// Sends every panic through the log, as one error line in the log's format (JSON lines stay
+/// JSON lines), instead of Rust's message on stderr. The reconcile that panicked then reports it.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            at = %at,
+            "panicked: {}",
+            escape_text(reconcile::panic_message(info.payload()))
+        );
+    }));
+}
+
 /// `watch --once`: one reconcile on this thread, logged, and apply's exit code.
 pub fn once(ctx: &Ctx, settings: &Settings) -> Exit {
     let report = reconcile::reconcile(ctx, settings);
@@ -208,12 +224,13 @@ fn finished(
     metrics: &Metrics,
     settings: &Settings,
 ) -> Report {
-    let report = joined.unwrap_or_else(|e| {
-        // A panic in the reconcile is a bug; the daemon reports it and keeps running.
-        Report::failed(
+    // `reconcile` catches its own panics; this is the last line of defence (and a cancelled task).
+    let report = joined.unwrap_or_else(|e| match e.try_into_panic() {
+        Ok(payload) => reconcile::panicked(reconcile::panic_message(payload.as_ref())),
+        Err(e) => Report::failed(
             Outcome::Error,
             Failure::error(format!("the reconcile failed unexpectedly: {e}")),
-        )
+        ),
     });
     log_report(trigger, &report, settings);
     metrics.record(trigger, &report);

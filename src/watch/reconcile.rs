@@ -12,6 +12,7 @@ use crate::plan::Plan;
 use crate::render::escape_text;
 use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -64,10 +65,12 @@ pub enum Outcome {
     Locked,
     /// Anything else: an unreadable store or policies, I/O.
     Error,
+    /// The reconcile panicked (a bug): caught, logged, nothing of it committed, the daemon goes on.
+    Panic,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Applied,
         Outcome::InSync,
         Outcome::Drift,
@@ -76,6 +79,7 @@ impl Outcome {
         Outcome::NeedsCredentials,
         Outcome::Locked,
         Outcome::Error,
+        Outcome::Panic,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +92,7 @@ impl Outcome {
             Outcome::NeedsCredentials => "needs-credentials",
             Outcome::Locked => "locked",
             Outcome::Error => "error",
+            Outcome::Panic => "panic",
         }
     }
 
@@ -100,7 +105,9 @@ impl Outcome {
     pub fn exit(self) -> Exit {
         match self {
             Outcome::Applied | Outcome::InSync | Outcome::Drift => Exit::Ok,
-            Outcome::Invalid | Outcome::NeedsCredentials | Outcome::Error => Exit::Error,
+            Outcome::Invalid | Outcome::NeedsCredentials | Outcome::Error | Outcome::Panic => {
+                Exit::Error
+            }
             Outcome::Denied => Exit::Denied,
             Outcome::Locked => Exit::Conflict,
         }
@@ -188,12 +195,53 @@ pub fn wall_clock() -> Timestamp {
     Timestamp::from_unix(secs)
 }
 
-/// Reloads everything and plans; applies unless `settings.detect_only`.
+/// Reloads everything and plans; applies unless `settings.detect_only`. A panic (a bug; no input
+/// should cause one) ends only this reconcile: its transaction rolls back as it unwinds, and the
+/// report says what happened, so the daemon keeps its last good state and keeps running.
 pub fn reconcile(ctx: &Ctx, settings: &Settings) -> Report {
     let started = Instant::now();
-    let mut report = run(ctx, settings);
+    // Nothing outlives a reconcile but the report: it reloads everything and opens its own store.
+    let mut report = match std::panic::catch_unwind(AssertUnwindSafe(|| run(ctx, settings))) {
+        Ok(report) => report,
+        Err(payload) => panicked(panic_message(payload.as_ref())),
+    };
     report.duration = started.elapsed();
     report
+}
+
+/// The report of a reconcile that panicked with `message`.
+pub fn panicked(message: &str) -> Report {
+    Report::failed(
+        Outcome::Panic,
+        Failure::error(format!(
+            "the reconcile panicked: {}; this is a bug in mfactl, please report it. Nothing of \
+             this reconcile was committed; the next one starts afresh",
+            escape_text(message)
+        )),
+    )
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Test hook, compiled only with the `failpoints` feature (which only the tests turn on):
+/// `MFACTL_FAILPOINT=reconcile-panic` makes the first reconcile of the process panic inside its
+/// transaction, after planning, so the tests can watch the daemon survive it.
+#[cfg(feature = "failpoints")]
+fn failpoint_panic() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    if std::env::var("MFACTL_FAILPOINT").is_ok_and(|v| v == "reconcile-panic")
+        && !FIRED.swap(true, Ordering::SeqCst)
+    {
+        panic!("failpoint reconcile-panic");
+    }
 }
 
 fn run(ctx: &Ctx, settings: &Settings) -> Report {
@@ -255,6 +303,8 @@ fn plan_and_apply(
         Ok(plan) => plan,
         Err(f) => return plan_failure(f),
     };
+    #[cfg(feature = "failpoints")]
+    failpoint_panic();
     let opts = ApplyOptions {
         auto_approve: true,
         allow_large: false,
