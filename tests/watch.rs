@@ -796,3 +796,147 @@ fn watch_refuses_bad_options_at_startup() {
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("mfactl init"), "{}", o.stderr);
 }
+
+/// A policy directory `dir` holding the repository's role table and these guardrails.
+fn policies_dir(env: &Env, dir: &str, guardrails: &str) {
+    let roles =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/roles.yaml"))
+            .unwrap();
+    env.write(&format!("{dir}/roles.yaml"), &roles);
+    env.write(&format!("{dir}/guardrails.yaml"), guardrails);
+}
+
+const PROTECT_BOB: &str =
+    "protected-users: [bob@contoso.example]\nmax-users-per-apply: 500\nmax-future-skew: 5m\n";
+const PROTECT_NOBODY: &str = "protected-users: []\nmax-users-per-apply: 500\nmax-future-skew: 5m\n";
+
+#[test]
+fn a_change_to_the_policy_files_was_not_watched() {
+    let env = Env::example();
+    policies_dir(&env, "pol", PROTECT_BOB);
+    env.write("m/apps.yaml", &bob_without_app_passwords());
+    let d = Daemon::start(
+        &env,
+        &[
+            "m",
+            "--actor",
+            ADMIN,
+            "--policies",
+            "pol",
+            "--interval",
+            "1h",
+        ],
+    );
+    // Bob is protected and named: the manifests are refused.
+    assert_eq!(d.nth_reconcile(1)["result"], "invalid");
+    assert_eq!(app_passwords(&env, "bob@contoso.example"), 2);
+    // Unprotecting him in guardrails.yaml alone reconciles (the timer is an hour away).
+    env.write("pol/guardrails.yaml", PROTECT_NOBODY);
+    let applied = d.reconcile_with(1, "applied");
+    assert_eq!(applied["trigger"], "file", "{applied}");
+    assert_eq!(app_passwords(&env, "bob@contoso.example"), 0);
+}
+
+#[test]
+fn an_invalid_policy_file_is_logged_and_nothing_applied() {
+    let env = Env::example();
+    policies_dir(&env, "pol", PROTECT_NOBODY);
+    std::fs::create_dir(env.path("m")).unwrap();
+    let mut d = Daemon::start(
+        &env,
+        &[
+            "m",
+            "--actor",
+            ADMIN,
+            "--policies",
+            "pol",
+            "--interval",
+            "1h",
+        ],
+    );
+    assert_eq!(d.nth_reconcile(1)["result"], "in-sync");
+    let good = std::fs::read_to_string(env.path("pol/roles.yaml")).unwrap();
+    env.write("pol/roles.yaml", "roles: [\n");
+    env.write("m/apps.yaml", &bob_without_app_passwords());
+    let invalid = d.reconcile_with(1, "invalid");
+    assert_eq!(invalid["trigger"], "file");
+    assert!(
+        d.events()
+            .iter()
+            .any(|e| e["level"] == "ERROR"
+                && e["message"].as_str().unwrap_or("").contains("roles.yaml")),
+        "the error names the file: {}",
+        d.raw()
+    );
+    assert!(d.alive(), "the daemon keeps running");
+    assert_eq!(
+        app_passwords(&env, "bob@contoso.example"),
+        2,
+        "nothing applied"
+    );
+    // Fixed, the next save applies.
+    let seen = d.reconciles().len();
+    env.write("pol/roles.yaml", &good);
+    let applied = d.reconcile_with(seen, "applied");
+    assert_eq!(applied["trigger"], "file");
+    assert_eq!(app_passwords(&env, "bob@contoso.example"), 0);
+}
+
+#[test]
+fn running_out_of_inotify_watches_fell_back_to_nothing() {
+    let env = Env::example();
+    std::fs::create_dir(env.path("m")).unwrap();
+    let d = Daemon::start_with(
+        &env,
+        &["m", "--actor", ADMIN, "--interval", "1h"],
+        &[("MFACTL_FAILPOINT", "inotify-exhausted")],
+    );
+    assert_eq!(d.nth_reconcile(1)["result"], "in-sync");
+    let polling: Vec<Value> = d
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("the inotify watches ran out")
+        })
+        .collect();
+    assert_eq!(polling.len(), 1, "logged once: {}", d.raw());
+    assert_eq!(polling[0]["level"], "WARN");
+    // Polling still sees a save, long before the hourly timer.
+    env.write("m/apps.yaml", &bob_without_app_passwords());
+    let applied = d.reconcile_with(1, "applied");
+    assert_eq!(applied["trigger"], "file", "{applied}");
+    assert_eq!(app_passwords(&env, "bob@contoso.example"), 0);
+    let polling = d
+        .events()
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("the inotify watches ran out")
+        })
+        .count();
+    assert_eq!(polling, 1, "still once: {}", d.raw());
+}
+
+#[test]
+fn a_symlink_in_the_watched_directory_was_skipped_without_a_word() {
+    let env = Env::example();
+    env.write("outside/apps.yaml", &bob_without_app_passwords());
+    std::fs::create_dir(env.path("m")).unwrap();
+    std::os::unix::fs::symlink(env.path("outside/apps.yaml"), env.path("m/apps.yaml")).unwrap();
+    let d = Daemon::start(&env, &["m", "--actor", ADMIN, "--interval", "1h"]);
+    assert_eq!(d.nth_reconcile(1)["result"], "in-sync", "not followed");
+    assert!(
+        d.events().iter().any(|e| e["level"] == "WARN"
+            && e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("apps.yaml: a symlink, not followed")),
+        "{}",
+        d.raw()
+    );
+}

@@ -70,6 +70,10 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
     };
     let settings = Settings {
         paths,
+        policies: ctx
+            .policies
+            .clone()
+            .or_else(|| Some(PathBuf::from("policies")).filter(|d| d.is_dir())),
         detect_only: opts.detect_only,
         credentials_dir: opts.credentials_dir,
         lock_wait: if opts.once {

@@ -4,9 +4,12 @@
 //! non-recursively, so that a manifest directory that is deleted or renamed is seen coming back.
 //! [`Watches::rearm`] re-establishes the watches whenever a path reappears (as a new inode).
 //! Events are only a hint — the reconcile reloads everything — so they carry no detail.
+//!
+//! When the kernel's inotify watches run out, the watches fall back to polling the same paths
+//! every [`POLL_INTERVAL`] (notify's `PollWatcher`): slower to notice, but nothing goes unseen.
 
 use notify::event::{AccessKind, AccessMode};
-use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{Event, EventKind, PollWatcher, RecursiveMode, Watcher};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -21,8 +24,18 @@ pub enum Signal {
     Error(String),
 }
 
+/// Turns a watcher's events into [`Signal`]s.
+type Handler = Box<dyn FnMut(notify::Result<Event>) + Send>;
+
+/// How often the polling fallback looks at the files.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Watches {
-    watcher: RecommendedWatcher,
+    watcher: Box<dyn Watcher + Send>,
+    /// Whether the watcher is the polling fallback.
+    polling: bool,
+    /// Builds the fallback's event handler.
+    handler: Box<dyn Fn() -> Handler + Send>,
     roots: Vec<PathBuf>,
     /// Watched path → (device, inode, recursive), to notice a path replaced by a new one.
     armed: BTreeMap<PathBuf, (u64, u64, bool)>,
@@ -32,9 +45,19 @@ pub struct Watches {
 /// What [`Watches::rearm`] noticed, for the log.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Note {
-    Missing { path: PathBuf, watching: PathBuf },
+    Missing {
+        path: PathBuf,
+        watching: PathBuf,
+    },
     Back(PathBuf),
-    Failed { path: PathBuf, error: String },
+    Failed {
+        path: PathBuf,
+        error: String,
+    },
+    /// The inotify watches ran out: polling from now on.
+    Polling {
+        error: String,
+    },
 }
 
 impl Watches {
@@ -45,17 +68,27 @@ impl Watches {
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
             .collect();
         let filter = roots.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
-            let signal = match res {
-                Ok(ev) if relevant(&filter, &ev) => Signal::Changed,
-                Ok(_) => return,
-                Err(e) => Signal::Error(e.to_string()),
-            };
-            // A full channel already holds a wake-up; level-triggered, so dropping is harmless.
-            let _ = tx.try_send(signal);
-        })?;
+        let handler = move || -> Handler {
+            let (filter, tx) = (filter.clone(), tx.clone());
+            Box::new(move |res: notify::Result<Event>| {
+                let signal = match res {
+                    Ok(ev) if relevant(&filter, &ev) => Signal::Changed,
+                    Ok(_) => return,
+                    Err(e) => Signal::Error(e.to_string()),
+                };
+                // A full channel already holds a wake-up; level-triggered, so dropping is harmless.
+                let _ = tx.try_send(signal);
+            })
+        };
+        let watcher: Box<dyn Watcher + Send> = if exhausted_for_tests() {
+            Box::new(Exhausted)
+        } else {
+            Box::new(notify::recommended_watcher(handler())?)
+        };
         Ok(Watches {
             watcher,
+            polling: false,
+            handler: Box::new(handler),
             roots,
             armed: BTreeMap::new(),
             missing: BTreeMap::new(),
@@ -119,6 +152,32 @@ impl Watches {
                 Ok(()) => {
                     self.armed.insert(path, id);
                 }
+                Err(e) if !self.polling && out_of_watches(&e) => {
+                    // Every path is watched again by polling, once; later notes come from it.
+                    match PollWatcher::new(
+                        (self.handler)(),
+                        notify::Config::default().with_poll_interval(POLL_INTERVAL),
+                    ) {
+                        Ok(poll) => {
+                            self.watcher = Box::new(poll);
+                            self.polling = true;
+                            self.armed.clear();
+                            notes.push(Note::Polling {
+                                error: e.to_string(),
+                            });
+                            notes.extend(
+                                self.rearm()
+                                    .into_iter()
+                                    .filter(|n| !matches!(n, Note::Missing { .. } | Note::Back(_))),
+                            );
+                        }
+                        Err(pe) => notes.push(Note::Failed {
+                            path,
+                            error: format!("{e}; polling instead failed too: {pe}"),
+                        }),
+                    }
+                    return notes;
+                }
                 Err(e) => notes.push(Note::Failed {
                     path,
                     error: e.to_string(),
@@ -126,6 +185,47 @@ impl Watches {
             }
         }
         notes
+    }
+}
+
+/// Whether a watch failed because the kernel's inotify watches (or instances) ran out.
+fn out_of_watches(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => true,
+        notify::ErrorKind::Io(io) => {
+            io.raw_os_error() == Some(28) // ENOSPC: fs.inotify.max_user_watches reached
+                || io.raw_os_error() == Some(24) // EMFILE: fs.inotify.max_user_instances reached
+        }
+        _ => false,
+    }
+}
+
+/// Test hook (`failpoints` builds only): `MFACTL_FAILPOINT=inotify-exhausted` makes every
+/// inotify watch fail as when the kernel's limit is reached, so the fallback can be tested
+/// without lowering a machine-wide limit.
+fn exhausted_for_tests() -> bool {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("MFACTL_FAILPOINT").is_ok_and(|v| v == "inotify-exhausted") {
+        return true;
+    }
+    false
+}
+
+/// A watcher whose every watch fails as an exhausted inotify does (see [`exhausted_for_tests`]).
+struct Exhausted;
+
+impl Watcher for Exhausted {
+    fn new<F: notify::EventHandler>(_: F, _: notify::Config) -> notify::Result<Self> {
+        Ok(Exhausted)
+    }
+    fn watch(&mut self, _: &Path, _: RecursiveMode) -> notify::Result<()> {
+        Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
+    }
+    fn unwatch(&mut self, _: &Path) -> notify::Result<()> {
+        Ok(())
+    }
+    fn kind() -> notify::WatcherKind {
+        notify::WatcherKind::NullWatcher
     }
 }
 

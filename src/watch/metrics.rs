@@ -249,6 +249,7 @@ mod tests {
             revision: Some(3),
             credentials: None,
             settled: Vec::new(),
+            warnings: Vec::new(),
             duration: Duration::from_millis(20),
         };
         m.record(Trigger::File, &r);

@@ -126,7 +126,14 @@ pub async fn run(ctx: Arc<Ctx>, settings: Arc<Settings>, daemon: Daemon) -> Resu
     let mut sigint = signals(SignalKind::interrupt(), "SIGINT")?;
 
     let (tx, mut events) = mpsc::channel::<Signal>(16);
-    let mut watches = Watches::new(&settings.paths, tx)
+    // The policy files are watched like the manifests: a reviewed change to them reconciles.
+    let roots: Vec<std::path::PathBuf> = settings
+        .paths
+        .iter()
+        .chain(settings.policies.iter())
+        .cloned()
+        .collect();
+    let mut watches = Watches::new(&roots, tx)
         .map_err(|e| Failure::error(format!("cannot watch the manifests: {e}")))?;
     log_notes(watches.rearm());
 
@@ -251,6 +258,11 @@ fn log_notes(notes: Vec<Note>) {
                 error = %error,
                 "cannot watch; changes there are picked up by the timer"
             ),
+            Note::Polling { error } => tracing::warn!(
+                error = %error,
+                poll_interval_s = files::POLL_INTERVAL.as_secs(),
+                "the inotify watches ran out; polling the manifest and policy files instead"
+            ),
         }
     }
 }
@@ -258,6 +270,9 @@ fn log_notes(notes: Vec<Note>) {
 /// The log of one reconcile: each problem on its own line (with its FILE:LINE:COL), a `drift`
 /// line per user when detecting only, then the one summary line.
 pub fn log_report(trigger: Trigger, r: &Report, settings: &Settings) {
+    for w in &r.warnings {
+        tracing::warn!(trigger = %trigger.as_str(), "{w}");
+    }
     for line in &r.problems {
         let msg = line.strip_prefix("error: ").unwrap_or(line);
         match r.outcome {

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub paths: Vec<PathBuf>,
+    /// The policy directory in force (`--policies`, or `./policies` when it existed at start),
+    /// watched like the manifests; `None` for the built-in policies.
+    pub policies: Option<PathBuf>,
     pub detect_only: bool,
     pub credentials_dir: Option<PathBuf>,
     /// How long one attempt waits for the store's write lock (the loop retries with backoff).
@@ -145,6 +148,8 @@ pub struct Report {
     pub credentials: Option<(PathBuf, usize)>,
     /// What became of credentials files left by an interrupted apply, one line each.
     pub settled: Vec<String>,
+    /// What the reconcile passed over and says so (symlinks not followed), one line each.
+    pub warnings: Vec<String>,
     pub duration: Duration,
 }
 
@@ -162,6 +167,7 @@ impl Report {
             revision: None,
             credentials: None,
             settled: Vec::new(),
+            warnings: Vec::new(),
             duration: Duration::ZERO,
         }
     }
@@ -245,7 +251,6 @@ fn failpoint_panic() {
 }
 
 fn run(ctx: &Ctx, settings: &Settings) -> Report {
-    let now = now();
     let input = match load_stable(&settings.paths) {
         Ok(input) => input,
         Err(f) => {
@@ -254,9 +259,23 @@ fn run(ctx: &Ctx, settings: &Settings) -> Report {
             return r;
         }
     };
+    let mut report = run_loaded(ctx, settings, &input);
+    report.warnings = input
+        .skipped_links
+        .iter()
+        .map(|l| crate::sources::skipped_link_warning(l))
+        .collect();
+    report
+}
+
+/// [`run`], once the manifests are read.
+fn run_loaded(ctx: &Ctx, settings: &Settings, input: &Loaded) -> Report {
+    let now = now();
+    // Invalid policies are like invalid manifests: logged, nothing applied, the store left in
+    // the state the last good ones gave, and the next save reconciles again.
     let policy = match ctx.policy() {
         Ok(p) => p,
-        Err(f) => return Report::failed(Outcome::Error, f),
+        Err(f) => return Report::failed(Outcome::Invalid, f),
     };
     let mut st = match Store::open(&ctx.store, settings.lock_wait) {
         Ok(st) => st,
@@ -264,7 +283,7 @@ fn run(ctx: &Ctx, settings: &Settings) -> Report {
     };
     let path = st.path().to_path_buf();
     if settings.detect_only {
-        return match compute_plan(st.conn(), &path, &input, &policy, ctx.actor.as_deref(), now) {
+        return match compute_plan(st.conn(), &path, input, &policy, ctx.actor.as_deref(), now) {
             Ok(plan) => detected(&plan),
             Err(f) => plan_failure(f),
         };
@@ -284,7 +303,7 @@ fn run(ctx: &Ctx, settings: &Settings) -> Report {
         },
         None => Vec::new(),
     };
-    let mut report = plan_and_apply(tx, &path, &input, &policy, actor, now, settings);
+    let mut report = plan_and_apply(tx, &path, input, &policy, actor, now, settings);
     report.settled = settled;
     report
 }
