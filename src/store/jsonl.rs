@@ -270,32 +270,13 @@ fn read_lines(
 }
 
 /// The longest line read: a user with this many bytes of JSON is not a directory entry.
-const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+const MAX_LINE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Reads one line into `buf`, refusing one longer than [`MAX_LINE_BYTES`] or not UTF-8.
 fn read_line(
     input: &mut (dyn BufRead + Send),
     buf: &mut String,
 ) -> std::result::Result<usize, String> {
-    let mut bytes = Vec::new();
-    let reader: &mut (dyn BufRead + Send) = &mut *input;
-    let mut limited = std::io::Read::take(reader, MAX_LINE_BYTES as u64 + 1);
-    let n = limited
-        .read_until(b'\n', &mut bytes)
-        .map_err(|e| crate::sources::io_reason(&e))?;
-    if bytes.len() > MAX_LINE_BYTES {
-        return Err(format!("a line longer than {MAX_LINE_BYTES} bytes"));
-    }
-    match String::from_utf8(bytes) {
-        Ok(s) => {
-            buf.push_str(&s);
-            Ok(n)
-        }
-        Err(e) => Err(format!(
-            "not UTF-8 (invalid byte at column {})",
-            e.utf8_error().valid_up_to() + 1
-        )),
-    }
+    super::read_line(input, buf, MAX_LINE_BYTES)
 }
 
 #[cfg(test)]

@@ -206,29 +206,14 @@ fn cut_and_parse(
 /// The longest line read.
 const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Reads one line (with its newline) into `buf`; refuses a line longer than [`MAX_LINE_BYTES`]
-/// or not UTF-8.
+/// A line with its newline (one is added at the end of a file that lacks it).
 fn read_line(
     input: &mut (dyn BufRead + Send),
     buf: &mut String,
 ) -> std::result::Result<usize, String> {
-    let mut bytes = Vec::new();
-    let reader: &mut (dyn BufRead + Send) = &mut *input;
-    let n = std::io::Read::take(reader, MAX_LINE_BYTES + 1)
-        .read_until(b'\n', &mut bytes)
-        .map_err(|e| crate::sources::io_reason(&e))?;
-    if bytes.len() as u64 > MAX_LINE_BYTES {
-        return Err(format!("a line longer than {MAX_LINE_BYTES} bytes"));
+    let n = super::read_line(input, buf, MAX_LINE_BYTES)?;
+    if n > 0 && !buf.ends_with('\n') {
+        buf.push('\n');
     }
-    if n > 0 && !bytes.ends_with(b"\n") {
-        bytes.push(b'\n');
-    }
-    let s = String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "not UTF-8 (invalid byte at column {})",
-            e.utf8_error().valid_up_to() + 1
-        )
-    })?;
-    buf.push_str(&s);
     Ok(n)
 }
