@@ -529,45 +529,26 @@ pub fn run(cfg: &Config) -> Result<(Report, Tenants), String> {
     )?;
 
     let big_users = cfg.big;
-    let argv = ["--store", &big_store, "store", "export"];
-    scenario(
-        cfg,
-        &mut report,
-        EXPORT,
-        cfg.big,
-        runs,
-        none,
-        &argv,
-        &|r: &Run| {
-            expect(r.code == 0 && r.out_ids == big_users as u64, || {
-                format!(
-                    "exit {}, {} users exported; expected {big_users}",
-                    r.code, r.out_ids
-                )
-            })
-        },
-    )?;
-
-    let argv = [
-        "--store", &big_store, "store", "export", "--format", "jsonl",
-    ];
-    scenario(
-        cfg,
-        &mut report,
-        EXPORT_JSONL,
-        cfg.big,
-        runs,
-        none,
-        &argv,
-        &|r: &Run| {
-            expect(r.code == 0 && r.out_ids == big_users as u64, || {
-                format!(
-                    "exit {}, {} users exported; expected {big_users}",
-                    r.code, r.out_ids
-                )
-            })
-        },
-    )?;
+    for (name, format) in [(EXPORT, "yaml"), (EXPORT_JSONL, "jsonl")] {
+        let argv = ["--store", &big_store, "store", "export", "--format", format];
+        scenario(
+            cfg,
+            &mut report,
+            name,
+            cfg.big,
+            runs,
+            none,
+            &argv,
+            &|r: &Run| {
+                expect(r.code == 0 && r.out_ids == big_users as u64, || {
+                    format!(
+                        "exit {}, {} users exported; expected {big_users}",
+                        r.code, r.out_ids
+                    )
+                })
+            },
+        )?;
+    }
 
     // Round trips: the big directory exported in each format (untimed), imported into a fresh
     // store (timed), and exported again, byte for byte the same.
