@@ -38,15 +38,16 @@ pub fn write_user(out: &mut String, u: &User) {
 }
 
 /// A line of the format, whatever the order of its keys.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-enum Line {
+pub enum Line {
     Group(Group),
     User(Box<User>),
 }
 
-/// Parses one line; `Err` is the column (when serde_json knows it) and the message.
-fn parse_line(line: &mut String) -> std::result::Result<Line, (usize, String)> {
+/// Parses one line (without its newline); `Err` is the column (0 when serde_json does not know
+/// it) and the message. The line may be changed in place.
+pub fn parse_line(line: &mut String) -> std::result::Result<Line, (usize, String)> {
     const USER: &str = "{\"kind\":\"user\",";
     const GROUP: &str = "{\"kind\":\"group\",";
     // Lines as export writes them skip serde's buffering of a tagged object: the tag is
