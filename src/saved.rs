@@ -192,13 +192,26 @@ const NAMED: usize = 5;
 /// content, its changes are in plan order with no duplicate, each action is known and carries the
 /// cutoff its kind needs, and it has a fingerprint for exactly the users it changes.
 pub fn parse(file: &str, text: &str) -> Result<SavedPlan, String> {
+    parse_from(file, text.as_bytes())
+}
+
+/// [`parse`], reading the file as it parses: a saved plan is as large as its plan (100,000
+/// changes are ~80 MB), so it has no size cap and is never held whole as text.
+pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, String> {
     let not_ours = |why: String| {
         format!(
             "{file}: not a plan mfactl wrote ({why}); nothing was applied; save a new one with \
              `mfactl plan --out FILE`"
         )
     };
-    let raw: RawPlan = serde_json::from_str(text).map_err(|e| not_ours(e.to_string()))?;
+    let raw: RawPlan = serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, reader))
+        .map_err(|e| {
+            if e.is_io() {
+                format!("{file}: {e}")
+            } else {
+                not_ours(e.to_string())
+            }
+        })?;
     if raw.format_version != crate::render::json::FORMAT_VERSION {
         return Err(format!(
             "{file}: saved plan format_version {} is not the {} this mfactl reads",

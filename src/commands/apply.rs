@@ -106,9 +106,10 @@ pub fn execute(
 /// touches is unchanged, and the changes pass the applying actor's permissions and the guardrails.
 pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options) -> CmdResult {
     let actor = require_actor(ctx)?;
-    let text = super::store::read_capped(file)?;
+    let reader = std::fs::File::open(file)
+        .map_err(|e| Failure::error(format!("{}: {}", file.display(), io_reason(&e))))?;
     let name = file.display().to_string();
-    let saved = crate::saved::parse(&name, &text).map_err(Failure::error)?;
+    let saved = crate::saved::parse_from(&name, reader).map_err(Failure::error)?;
     if let Some(want) = expect_id {
         if want != saved.plan_id {
             return Err(Failure::new(
