@@ -115,7 +115,8 @@ pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options
             return Err(Failure::new(
                 Exit::Conflict,
                 format!(
-                    "{name} holds plan {}, not the expected plan {}; nothing was applied; apply                      the plan that was reviewed",
+                    "{name} holds plan {}, not the expected plan {}; nothing was applied; apply \
+                     the plan that was reviewed",
                     saved.plan_id,
                     escape_text(want)
                 ),
@@ -489,7 +490,7 @@ fn confirm(n: usize) -> Result<bool, Failure> {
 const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
 const PASSWORD_LEN: usize = 20;
 
-/// A temporary password from the OS CSPRNG: 20 characters of an unambiguous 56-symbol alphabet
+/// A temporary password from the OS CSPRNG: 20 characters of an unambiguous 57-symbol alphabet
 /// (about 116 bits), drawn by rejection sampling so every symbol is equally likely.
 fn new_password() -> Secret {
     let mut out = String::with_capacity(PASSWORD_LEN);
