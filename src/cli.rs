@@ -1,4 +1,4 @@
-//! The command line (SPEC §5), parsed by clap.
+//! The command line (see docs/commands.md), parsed by clap.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

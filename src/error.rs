@@ -1,11 +1,11 @@
 //! Errors as the user sees them: what went wrong, where, and the exit code a pipeline branches on.
 //!
 //! Library modules return typed errors; the shell wraps them in [`Failure`], which carries the exit
-//! code of SPEC §5 and a message that already says what and where.
+//! code (see docs/commands.md, "Exit codes") and a message that already says what and where.
 
 use std::fmt;
 
-/// Exit codes of SPEC §5; scripts depend on these numbers.
+/// Exit codes (docs/commands.md); scripts depend on these numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,

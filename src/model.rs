@@ -1,5 +1,5 @@
 //! The vocabulary shared by every module: user ids, timestamps, the five actions, a user's MFA state
-//! and the directory format of SPEC §3. Pure data; no I/O.
+//! and the directory format (see docs/store.md). Pure data; no I/O.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -127,7 +127,7 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// The five admin actions of SPEC §1, in the order plans sort them (alphabetical by verb).
+/// The five admin actions (docs/manifests.md), in the order plans sort them (alphabetical by verb).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionKind {
@@ -236,8 +236,8 @@ pub struct AppPassword {
     pub created_at: Timestamp,
 }
 
-/// A user's actual state, exactly the record of the directory format (SPEC §3). Secrets are not
-/// part of it: they live only as hashes inside the store.
+/// A user's actual state, exactly the record of the directory format (docs/store.md). Secrets are
+/// not part of it: they live only as hashes inside the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     rename_all = "kebab-case",
@@ -380,7 +380,7 @@ mod tests {
     }
 }
 
-/// One audit record: a change that an apply committed (SPEC §5).
+/// One audit record: a change that an apply committed (see docs/store.md, "The audit log").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub seq: i64,

@@ -436,7 +436,7 @@ pub fn plan_users(
 }
 
 /// The action that brings `user` to "nothing of this kind older than `t`", or `None` when the user
-/// already satisfies it (SPEC §3, "When a setting is satisfied").
+/// already satisfies it (docs/store.md, "When a setting is satisfied").
 fn action_for(
     kind: ActionKind,
     t: Option<Timestamp>,
@@ -618,7 +618,8 @@ fn effect(user: &User, action: &Action) -> (Slice, Slice, Vec<String>) {
     (slice(user, k), after, removes)
 }
 
-/// The fields of a user's state that an action of kind `k` changes (SPEC §5 `before`/`after`).
+/// The fields of a user's state that an action of kind `k` changes (the JSON plan's `before` and
+/// `after`, docs/commands.md).
 pub fn slice(u: &User, k: ActionKind) -> Slice {
     match k {
         ActionKind::RequireReregistration => vec![

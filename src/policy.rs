@@ -1,5 +1,5 @@
-//! Roles and guardrails (SPEC §4): which role may perform which action on which user, and the
-//! limits every plan and apply respects. Pure: the shell reads `policies/` (or the built-in
+//! Roles and guardrails (docs/roles.md): which role may perform which action on which user, and
+//! the limits every plan and apply respects. Pure: the shell reads `policies/` (or the built-in
 //! defaults) and hands in the text, with where it came from.
 
 use crate::model::{key_of, ActionKind, User};

@@ -1,6 +1,6 @@
-//! Finding and reading manifest files (SPEC §2): files or directories, recursive, sorted, hidden
-//! entries skipped, symlinks inside directories not followed, every file capped in size and
-//! required to be UTF-8. The only module that reads manifests from disk.
+//! Finding and reading manifest files (docs/manifests.md): files or directories, recursive,
+//! sorted, hidden entries skipped, symlinks inside directories not followed, every file capped in
+//! size and required to be UTF-8. The only module that reads manifests from disk.
 
 use crate::manifest::SourceFile;
 use std::fs;

@@ -1,6 +1,6 @@
-//! Every rejection of SPEC §2 through the real binary: exit 1, a `FILE:LINE:COL: message` naming
-//! what is wrong, and nothing planned or applied. Expected positions are counted by hand from the
-//! YAML below (1-based lines and columns, columns in characters).
+//! Every rejection of docs/manifests.md through the real binary: exit 1, a `FILE:LINE:COL: message`
+//! naming what is wrong, and nothing planned or applied. Expected positions are counted by hand
+//! from the YAML below (1-based lines and columns, columns in characters).
 mod common;
 use common::*;
 

@@ -1,4 +1,4 @@
-//! The role matrix of SPEC §4 through the real binary: which directory role may perform which
+//! The role matrix (docs/roles.md) through the real binary: which directory role may perform which
 //! action on which target, the verdicts in `plan --format json`, the exit codes of
 //! `plan --detailed-exitcode` and `apply`, protected users, and `--policies DIR`.
 mod common;
@@ -178,7 +178,7 @@ fn assert_apply_denied(env: &Env, path: &str, actor: &str) -> Out {
 // The matrix
 // ---------------------------------------------------------------------------------------------
 
-/// The kinds of target of SPEC §4's table.
+/// The kinds of target of the role table (docs/roles.md).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Target {
     /// No role, no group.
@@ -215,7 +215,8 @@ const TARGETS: [(Target, &str, &[&str], &[&str]); 8] = [
     (Target::RoleAssignable, "t-rag", &[], &["helpdesk-admins"]),
 ];
 
-/// SPEC §4's table: the role that allows `action` on `target` for an actor holding only `role`.
+/// The built-in role table (docs/roles.md): the role that allows `action` on `target` for an actor
+/// holding only `role`.
 fn expected(role: &str, action: &str, target: Target) -> Option<&'static str> {
     use Target::*;
     match role {

@@ -1,8 +1,8 @@
 //! The scale benchmark (`benches/scale.rs`) at a few thousand users, as an ordinary test, so that
 //! its code cannot rot: the generator, every scenario and every limit reference run once, and
 //! what they print is checked — the plan's every change against an independent model of the
-//! SPEC's rules, idempotence after the apply, and the export against serde_yaml's rendering and
-//! an import round trip. It measures time but asserts none.
+//! rules in docs/store.md, idempotence after the apply, and the export against serde_yaml's
+//! rendering and an import round trip. It measures time but asserts none.
 
 #[path = "../benches/scale.rs"]
 mod scale;
@@ -37,9 +37,9 @@ fn ts(v: &Value) -> Timestamp {
     Timestamp::parse(v.as_str().expect("a timestamp string")).expect("a valid timestamp")
 }
 
-/// The plan the SPEC's tables give for the tenant's declared and group manifests, computed from
-/// the generator's users and the manifests read as plain YAML: nothing of mfactl's parser or
-/// planner is involved.
+/// The plan the tables of docs/store.md give for the tenant's declared and group manifests,
+/// computed from the generator's users and the manifests read as plain YAML: nothing of mfactl's
+/// parser or planner is involved.
 fn expected_plan(t: &scale::Tenant, dirs: &[String], seed: u64) -> BTreeSet<Change> {
     let users: Vec<User> = (0..t.users)
         .map(|i| generate::user(seed, t.users, i))
@@ -101,7 +101,7 @@ fn expected_plan(t: &scale::Tenant, dirs: &[String], seed: u64) -> BTreeSet<Chan
             }
         }
     }
-    // SPEC §3, "When a setting is satisfied".
+    // docs/store.md, "When a setting is satisfied".
     let needed = |u: &User, action: &str, t: Option<Timestamp>| -> bool {
         let below = |wm: Option<Timestamp>, t: Timestamp| wm.is_none_or(|w| w < t);
         match (action, t) {

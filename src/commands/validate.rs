@@ -1,4 +1,4 @@
-//! `mfactl validate`: every check of SPEC §2, every problem in one run.
+//! `mfactl validate`: every check of docs/manifests.md, every problem in one run.
 
 use super::{out, parse_all, Ctx};
 use crate::cli::ValidateFormat;

@@ -1,5 +1,5 @@
-//! Manifests (SPEC §2): parsing YAML documents into typed [`Manifest`]s and locating every problem
-//! as `FILE:LINE:COL`. Pure: the shell reads the files and hands in their text.
+//! Manifests (docs/manifests.md): parsing YAML documents into typed [`Manifest`]s and locating
+//! every problem as `FILE:LINE:COL`. Pure: the shell reads the files and hands in their text.
 //!
 //! serde_yaml does the parsing, with `deny_unknown_fields` types, so syntax errors, unknown keys and
 //! wrong types come located from the parser. Entry-level rules (one selector, at least one setting)
@@ -184,7 +184,7 @@ fn texts(v: Option<Vec<Text>>) -> Option<Vec<String>> {
     v.map(|v| v.into_iter().map(|t| t.0).collect())
 }
 
-/// A manifest document (SPEC §2). `mfactl schema` is generated from these same types.
+/// A manifest document (docs/manifests.md). `mfactl schema` is generated from these same types.
 #[derive(Deserialize, JsonSchema)]
 #[serde(
     deny_unknown_fields,

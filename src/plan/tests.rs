@@ -1,8 +1,9 @@
-//! Unit and property tests of the pure planner (SPEC §2, §3, §4 and the plan part of §5).
+//! Unit and property tests of the pure planner (docs/manifests.md, docs/store.md, docs/roles.md
+//! and the plan part of docs/commands.md).
 //!
 //! The property tests compare the planner with an independent reference model written from the
-//! SPEC tables ("when a setting is satisfied"), and check idempotence (apply the plan, plan again:
-//! nothing) and independence of manifest and entry order.
+//! tables of docs/store.md ("When a setting is satisfied"), and check idempotence (apply the plan,
+//! plan again: nothing) and independence of manifest and entry order.
 
 use super::{plan, simulate, Actual, Plan, Skip, Slice, Val};
 use crate::manifest::locate::Seg;
@@ -1404,7 +1405,7 @@ fn arb_scenario() -> impl Strategy<Value = Scenario> {
     })
 }
 
-// --- The reference model, written from the SPEC tables -------------------------------------
+// --- The reference model, written from the tables of docs/store.md ---------------------------
 
 const KINDS: [ActionKind; 5] = [
     ActionKind::DeleteAppPasswords,
@@ -1452,7 +1453,7 @@ fn objects(u: &User, kind: ActionKind) -> (Option<Timestamp>, Vec<(String, Times
     }
 }
 
-/// SPEC §3 "When a setting is satisfied".
+/// docs/store.md, "When a setting is satisfied".
 fn satisfied(u: &User, kind: ActionKind, t: Option<Timestamp>) -> bool {
     match kind {
         ActionKind::DeleteAppPasswords => u.app_passwords.is_empty(),
@@ -1478,7 +1479,8 @@ fn names(kind: ActionKind) -> (&'static str, &'static str) {
     }
 }
 
-/// SPEC §3 "applying it" and §5 `before`/`after`, for one user and one merged request.
+/// docs/store.md "applying it" and the JSON plan's `before`/`after` (docs/commands.md), for one
+/// user and one merged request.
 fn expected_effect(
     u: &User,
     kind: ActionKind,
@@ -1647,7 +1649,7 @@ fn arb_actor() -> impl Strategy<Value = Actor> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
-    /// Apply every change, plan again: nothing left to do (SPEC §2 "declarative and idempotent").
+    /// Apply every change, plan again: nothing left to do (settings are states: docs/manifests.md).
     #[test]
     fn prop_applying_a_plan_makes_the_next_plan_empty(s in arb_scenario(), actor in arb_actor()) {
         let p1 = plan(&s.manifests, &s.actual, &s.policy, &actor, now())
@@ -1680,7 +1682,7 @@ proptest! {
         }
     }
 
-    /// The plan equals what the SPEC tables say, change by change (including its order).
+    /// The plan equals what the tables of docs/store.md say, change by change (and in order).
     #[test]
     fn prop_plan_matches_the_reference_model(s in arb_scenario()) {
         let p = plan(&s.manifests, &s.actual, &s.policy, &Actor::None, now())
@@ -1690,7 +1692,8 @@ proptest! {
         prop_assert_eq!(p.skipped, skipped);
     }
 
-    /// Neither the order of manifests nor the order of entries matters (SPEC §2 "Merging").
+    /// Neither the order of manifests nor the order of entries matters (docs/manifests.md,
+    /// "Combining manifests").
     #[test]
     fn prop_plan_does_not_depend_on_order(
         s in arb_scenario(),

@@ -1,4 +1,5 @@
-//! The JSON plan of SPEC §5 (`format_version: 1`; later versions only add fields) and JSON audit.
+//! The JSON plan (see docs/commands.md; `format_version: 1`, later versions only add fields) and
+//! JSON audit.
 
 use super::{End, PlanWriter};
 use crate::model::AuditRecord;

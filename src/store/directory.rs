@@ -1,5 +1,5 @@
-//! `store import` / `store export` / `show`: the directory format of SPEC §3. Import replaces each
-//! listed user's record as a whole in one transaction; export prints everything but secrets.
+//! `store import` / `store export` / `show`: the directory format (docs/store.md). Import replaces
+//! each listed user's record as a whole in one transaction; export prints everything but secrets.
 
 use super::load::{load_groups, load_users, normalize, Scope};
 use super::{bump_revision, map_err, Result, Store, StoreError};

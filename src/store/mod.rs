@@ -1,4 +1,4 @@
-//! The SQLite store (SPEC §3): the only module that knows table names.
+//! The SQLite store (see docs/store.md): the only module that knows table names.
 //!
 //! One file holds the directory (users, groups, MFA objects, watermarks), the audit log and the
 //! store revision. Schema changes are numbered forward-only migrations tracked in

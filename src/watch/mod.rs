@@ -1,4 +1,4 @@
-//! The watch daemon (SPEC §7): level-triggered, like a Kubernetes controller. File events
+//! The watch daemon (docs/daemon.md): level-triggered, like a Kubernetes controller. File events
 //! (debounced and coalesced), the drift timer and a locked store's retry all mean the same thing —
 //! "reconcile now" — and every reconcile reloads everything and runs the CLI's plan and apply.
 //!
