@@ -46,21 +46,43 @@ impl PlanDigest {
         self.hasher.update(self.buf.as_bytes());
     }
 
-    /// Adds one change, given as its [`content`], and the fingerprint of its user (hashed once
-    /// per user, before the user's first change).
+    /// Adds one change, given as its content (see [`change_content`]: any JSON value, hashed in
+    /// its canonical spelling), and the fingerprint of its user (hashed once per user, before the
+    /// user's first change).
     pub fn add(&mut self, user: &str, fingerprint: &str, content: &Value) {
+        let mut canon = String::new();
+        canonical(content, &mut canon);
+        self.add_canonical(user, fingerprint, &canon);
+    }
+
+    /// [`PlanDigest::add`], with the content already in canonical spelling.
+    fn add_canonical(&mut self, user: &str, fingerprint: &str, content: &str) {
+        self.add_hashed(
+            user,
+            fingerprint,
+            &Sha256::digest(content.as_bytes()).into(),
+        );
+    }
+
+    /// [`PlanDigest::add`], with the SHA-256 of the content's canonical spelling: the id covers
+    /// each change through its own digest, so a saved plan keeps 32 bytes of each change's
+    /// before, after and removed ids rather than the values.
+    fn add_hashed(&mut self, user: &str, fingerprint: &str, content_sha: &[u8; 32]) {
         if self.last_user.as_deref() != Some(user) {
             self.line("user", &json!([user, fingerprint]));
             self.last_user = Some(user.to_string());
         }
-        self.line("change", content);
+        self.hasher.update(b"change ");
+        self.hasher
+            .update(crate::audit::hex(content_sha).as_bytes());
+        self.hasher.update(b"\n");
     }
 
     /// Adds planned changes, with the fingerprints of their users (by id as the store spells it).
     pub fn add_changes(&mut self, changes: &[Change], fingerprints: &BTreeMap<String, String>) {
         for c in changes {
             let fp = fingerprints.get(&c.user).map_or("", String::as_str);
-            self.add(&c.user, fp, &change_content(c));
+            self.add_canonical(&c.user, fp, &change_content(c));
         }
     }
 
@@ -70,38 +92,66 @@ impl PlanDigest {
     }
 }
 
-/// What a change contributes to the plan id: everything in its JSON form except the verdict,
-/// which is the applying actor's and is decided again at apply time.
-pub fn change_content(c: &Change) -> Value {
+/// What a change contributes to the plan id, in canonical spelling: everything in its JSON form
+/// except the verdict, which is the applying actor's and is decided again at apply time.
+pub fn change_content(c: &Change) -> String {
     content(
         &c.user,
         c.kind().verb(),
-        crate::plan::cutoff(&c.action).map(|t| t.to_string()),
-        crate::render::json::slice_value(&c.before),
-        crate::render::json::slice_value(&c.after),
+        crate::plan::cutoff(&c.action)
+            .map(|t| t.to_string())
+            .as_deref(),
+        &canonical_string(&crate::render::json::slice_value(&c.before)),
+        &canonical_string(&crate::render::json::slice_value(&c.after)),
         &c.removes,
         &c.sources,
     )
 }
 
+/// The canonical spelling of `{"action", "after", "before", "cutoff", "removes", "sources",
+/// "user"}` (keys sorted), with `before` and `after` given already canonical: the one spelling
+/// shared by a planned change and a change read back from a file.
 fn content(
     user: &str,
     action: &str,
-    cutoff: Option<String>,
-    before: Value,
-    after: Value,
+    cutoff: Option<&str>,
+    before: &str,
+    after: &str,
     removes: &[String],
     sources: &[String],
-) -> Value {
-    json!({
-        "user": user,
-        "action": action,
-        "cutoff": cutoff,
-        "before": before,
-        "after": after,
-        "removes": removes,
-        "sources": sources,
-    })
+) -> String {
+    let text = |s: &str| Value::from(s).to_string();
+    let list = |items: &[String]| {
+        let mut out = String::from("[");
+        for (i, x) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&text(x));
+        }
+        out.push(']');
+        out
+    };
+    format!(
+        "{{\"action\":{},\"after\":{after},\"before\":{before},\"cutoff\":{},\"removes\":{},\"sources\":{},\"user\":{}}}",
+        text(action),
+        cutoff.map_or("null".to_string(), text),
+        list(removes),
+        list(sources),
+        text(user)
+    )
+}
+
+fn canonical_string(v: &Value) -> String {
+    let mut out = String::new();
+    canonical(v, &mut out);
+    out
+}
+
+/// Reads any JSON value and keeps only its canonical spelling: a saved plan of 100,000 changes
+/// holds two short strings per change rather than two maps.
+fn canonical_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Value::deserialize(d).map(|v| canonical_string(&v))
 }
 
 /// Compact JSON with every object's keys sorted: one spelling per value, whatever order or
@@ -155,10 +205,10 @@ pub struct SavedChange {
     pub user: String,
     pub kind: ActionKind,
     pub cutoff: Option<Timestamp>,
-    pub before: Value,
-    pub after: Value,
-    pub removes: Vec<String>,
     pub sources: Vec<String>,
+    /// The SHA-256 of the change's content (see [`change_content`]), which covers its before,
+    /// after and removed ids.
+    pub content_sha: [u8; 32],
 }
 
 /// The file as written; unknown fields are ignored, since later versions only add fields.
@@ -169,7 +219,8 @@ struct RawPlan {
     created_at: String,
     actor: Option<String>,
     store_revision: i64,
-    changes: Vec<RawChange>,
+    #[serde(deserialize_with = "compact_changes")]
+    changes: Vec<Result<SavedChange, String>>,
     #[serde(default)]
     fingerprints: Option<BTreeMap<String, String>>,
 }
@@ -179,10 +230,38 @@ struct RawChange {
     user: String,
     action: String,
     cutoff: Option<String>,
-    before: Value,
-    after: Value,
+    #[serde(deserialize_with = "canonical_value")]
+    before: String,
+    #[serde(deserialize_with = "canonical_value")]
+    after: String,
     removes: Vec<String>,
     sources: Vec<String>,
+}
+
+/// Reads the changes one at a time, keeping of each only what [`SavedChange`] holds (or why it
+/// is not a change mfactl writes), so that a plan of 100,000 changes never holds them all as
+/// values.
+fn compact_changes<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Result<SavedChange, String>>, D::Error> {
+    struct Changes;
+    impl<'de> serde::de::Visitor<'de> for Changes {
+        type Value = Vec<Result<SavedChange, String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of changes")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(raw) = seq.next_element::<RawChange>()? {
+                out.push(typed(raw));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Changes)
 }
 
 /// How many offending entries a refusal names before summarising.
@@ -236,7 +315,7 @@ pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, S
     let mut changes = Vec::with_capacity(raw.changes.len());
     let mut problems = Vec::new();
     for (i, c) in raw.changes.into_iter().enumerate() {
-        match typed(c) {
+        match c {
             Ok(c) => changes.push(c),
             Err(why) => problems.push(format!("change #{}: {why}", i + 1)),
         }
@@ -285,7 +364,7 @@ pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, S
         let mut d = PlanDigest::new(raw.actor.as_deref(), raw.store_revision);
         for c in &changes {
             let fp = fingerprints.get(&c.user).map_or("", String::as_str);
-            d.add(&c.user, fp, &c.content());
+            d.add_hashed(&c.user, fp, &c.content_sha);
         }
         if d.finish() != raw.plan_id {
             problems.push(format!(
@@ -330,14 +409,21 @@ fn typed(c: RawChange) -> Result<SavedChange, String> {
             if cutoff.is_none() { "needs" } else { "has no" }
         ));
     }
+    let content = content(
+        &c.user,
+        kind.verb(),
+        cutoff.map(|t| t.to_string()).as_deref(),
+        &c.before,
+        &c.after,
+        &c.removes,
+        &c.sources,
+    );
     Ok(SavedChange {
         user: c.user,
         kind,
         cutoff,
-        before: c.before,
-        after: c.after,
-        removes: c.removes,
         sources: c.sources,
+        content_sha: Sha256::digest(content.as_bytes()).into(),
     })
 }
 
@@ -370,21 +456,6 @@ pub fn is_plan_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-impl SavedChange {
-    /// Its share of the plan id, spelled as [`change_content`] spells a planned change.
-    fn content(&self) -> Value {
-        content(
-            &self.user,
-            self.kind.verb(),
-            self.cutoff.map(|t| t.to_string()),
-            self.before.clone(),
-            self.after.clone(),
-            &self.removes,
-            &self.sources,
-        )
-    }
-}
-
 impl SavedPlan {
     pub fn planned(&self) -> Vec<Planned> {
         self.changes
@@ -398,26 +469,44 @@ impl SavedPlan {
             .collect()
     }
 
-    /// Checks that `remade` — the saved changes rebuilt against the state the plan fingerprinted,
-    /// as of the plan's creation — is what the file says: the same before, after and removed ids.
-    /// Returns a description of each change that differs.
+    /// Checks that `remade` — the saved changes rebuilt against the state the plan fingerprinted
+    /// (with the applying clock: a reset's new set-at is compared as of the plan's creation) — is
+    /// what the file says: the same before, after and removed ids. Returns a description of each
+    /// change that differs.
     pub fn differences(&self, remade: &[Change]) -> Vec<String> {
         let mut out = Vec::new();
         for (s, r) in self.changes.iter().zip(remade) {
-            let (before, after) = (
-                crate::render::json::slice_value(&r.before),
-                crate::render::json::slice_value(&r.after),
+            let after = match r.action {
+                crate::model::Action::ResetPassword { before: t, .. } => {
+                    let mut a = r.after.clone();
+                    for (field, v) in &mut a {
+                        if *field == "password-set-at" {
+                            *v = crate::plan::Val::Time(Some(self.created_at.max(t)));
+                        }
+                    }
+                    a
+                }
+                _ => r.after.clone(),
+            };
+            let before = canonical_string(&crate::render::json::slice_value(&r.before));
+            let after = canonical_string(&crate::render::json::slice_value(&after));
+            let remade = content(
+                &r.user,
+                r.kind().verb(),
+                crate::plan::cutoff(&r.action)
+                    .map(|t| t.to_string())
+                    .as_deref(),
+                &before,
+                &after,
+                &r.removes,
+                &r.sources,
             );
-            if s.before != before || s.after != after || s.removes != r.removes {
+            if <[u8; 32]>::from(Sha256::digest(remade.as_bytes())) != s.content_sha {
                 out.push(format!(
-                    "{} for {}: the file says {} → {} removing {:?}, the state it fingerprinted gives {} → {} removing {:?}",
+                    "{} for {}: the file's before, after or removed ids are not what the state \
+                     it fingerprinted gives ({before} → {after} removing {:?})",
                     s.kind.verb(),
                     crate::render::escape_text(&s.user),
-                    s.before,
-                    s.after,
-                    s.removes,
-                    before,
-                    after,
                     r.removes
                 ));
             }

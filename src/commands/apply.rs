@@ -195,20 +195,21 @@ pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options
         ));
     }
     let who = store::load_actor(&actual, Some(&actor));
-    // The state is the one the plan fingerprinted: rebuilt as of the plan's making, every change
-    // must come out exactly as the file says.
-    let remade = crate::plan::replan(&planned, &actual, &policy, &who, saved.created_at)
+    // The state is the one the plan fingerprinted: rebuilt, every change must come out exactly
+    // as the file says.
+    let changes = crate::plan::replan(&planned, &actual, &policy, &who, ctx.now)
         .map_err(|why| Failure::error(crate::saved::SavedPlan::refusal(&name, &why)))?;
-    let differ = saved.differences(&remade);
+    drop(planned);
+    let differ = saved.differences(&changes);
     if !differ.is_empty() {
         return Err(Failure::error(crate::saved::SavedPlan::refusal(
             &name, &differ,
         )));
     }
-    let changes = crate::plan::replan(&planned, &actual, &policy, &who, ctx.now)
-        .map_err(|why| Failure::error(crate::saved::SavedPlan::refusal(&name, &why)))?;
+    let saved_id = saved.plan_id.clone();
+    drop(saved);
     let plan = Plan {
-        id: saved.plan_id.clone(),
+        id: saved_id,
         created_at: ctx.now,
         actor: Some(actor.clone()),
         store_revision: actual.revision,
