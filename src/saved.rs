@@ -474,8 +474,16 @@ impl SavedPlan {
     /// what the file says: the same before, after and removed ids. Returns a description of each
     /// change that differs.
     pub fn differences(&self, remade: &[Change]) -> Vec<String> {
+        self.differences_from(0, remade)
+    }
+
+    /// [`SavedPlan::differences`] for the changes from the `first`th on (a batch of them).
+    pub fn differences_from(&self, first: usize, remade: &[Change]) -> Vec<String> {
         let mut out = Vec::new();
-        for (s, r) in self.changes.iter().zip(remade) {
+        for (s, r) in self.changes[first.min(self.changes.len())..]
+            .iter()
+            .zip(remade)
+        {
             let after = match r.action {
                 crate::model::Action::ResetPassword { before: t, .. } => {
                     let mut a = r.after.clone();

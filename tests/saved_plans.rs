@@ -275,9 +275,22 @@ fn a_saved_plan_whose_content_does_not_match_its_id_is_refused() {
         write_plan(&env, &p);
         assert_not_ours(&env, what);
     }
-    // The untouched file still applies.
+    // The untouched file still applies, checked a user at a time as in batches of thousands.
     write_plan(&env, &saved);
-    let o = apply_saved(&env, "open");
+    let o = env.run_env(
+        &[
+            "--policies",
+            "open",
+            "apply",
+            "--plan",
+            "plan.json",
+            "--actor",
+            ADMIN,
+            "--credentials-out",
+            "creds.txt",
+        ],
+        &[("MFACTL_PLAN_BATCH", "1")],
+    );
     assert_eq!(o.code, 0, "{}", o.all());
 }
 
@@ -384,6 +397,27 @@ fn a_saved_change_with_a_forged_before_or_after_is_refused() {
     p["changes"][i]["before"]["sessions"] = Value::from(7);
     write_with_own_id(&env, p);
     assert_not_ours(&env, "a forged before");
+    // Found in a later batch too.
+    let o = env.run_env(
+        &[
+            "--policies",
+            "open",
+            "apply",
+            "--plan",
+            "plan.json",
+            "--actor",
+            ADMIN,
+            "--credentials-out",
+            "creds.txt",
+        ],
+        &[("MFACTL_PLAN_BATCH", "1")],
+    );
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stderr.contains("the state it fingerprinted gives"),
+        "{}",
+        o.stderr
+    );
     let o = apply_saved(&env, "open");
     assert!(
         o.stderr.contains("the state it fingerprinted gives"),

@@ -109,7 +109,7 @@ pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options
     let reader = std::fs::File::open(file)
         .map_err(|e| Failure::error(format!("{}: {}", file.display(), io_reason(&e))))?;
     let name = file.display().to_string();
-    let saved = crate::saved::parse_from(&name, reader).map_err(Failure::error)?;
+    let mut saved = crate::saved::parse_from(&name, reader).map_err(Failure::error)?;
     if let Some(want) = expect_id {
         if want != saved.plan_id {
             return Err(Failure::new(
@@ -153,31 +153,71 @@ pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options
             ),
         ));
     }
-    let needs = crate::plan::Needs {
-        user_keys: planned.iter().map(|p| key_of(&p.user)).collect(),
-        ..Default::default()
+    // A batch of users at a time, as a plan is computed: the saved changes are in user order, so
+    // each batch is a run of them; its users are loaded, checked against their fingerprints, and
+    // the changes rebuilt and compared with the file, then the users are dropped.
+    let groups = store::load_groups(&tx, &path)?;
+    let revision = store::revision(&tx, &path)?;
+    let who = {
+        let users = store::load_keys(&tx, &path, &[key_of(&actor)])?;
+        store::load_actor(
+            &crate::plan::Actual {
+                users,
+                ..Default::default()
+            },
+            Some(&actor),
+        )
     };
-    let actual = store::load(&tx, &path, &needs, Some(&actor))?;
     // One fingerprint per user, looked up by key: linear in the plan's size.
-    let saw: BTreeMap<String, &String> = saved
-        .fingerprints
-        .iter()
-        .map(|(u, f)| (key_of(u), f))
+    let saw: BTreeMap<String, String> = std::mem::take(&mut saved.fingerprints)
+        .into_iter()
+        .map(|(u, f)| (key_of(&u), f))
         .collect();
-    let mut stale: Vec<String> = needs
-        .user_keys
-        .iter()
-        .filter(|k| {
-            let now = actual.users.get(*k).map(crate::plan::fingerprint);
-            saw.get(*k).copied() != now.as_ref()
-        })
-        .map(|k| {
-            actual
-                .users
-                .get(k)
-                .map_or(k.clone(), |u| escape_text(&u.id).into_owned())
-        })
-        .collect();
+    let (mut stale, mut bad, mut differ) = (Vec::new(), Vec::new(), Vec::new());
+    let mut changes = Vec::with_capacity(planned.len());
+    let mut start = 0;
+    while start < planned.len() {
+        let mut keys: Vec<String> = Vec::new();
+        let mut end = start;
+        while end < planned.len() {
+            let k = key_of(&planned[end].user);
+            if keys.last() != Some(&k) {
+                if keys.len() == super::planning::batch_size() {
+                    break;
+                }
+                keys.push(k);
+            }
+            end += 1;
+        }
+        let batch = crate::plan::Actual {
+            users: store::load_keys(&tx, &path, &keys)?,
+            groups: groups.clone(),
+            revision,
+        };
+        for k in &keys {
+            let now = batch.users.get(k).map(crate::plan::fingerprint);
+            if saw.get(k) != now.as_ref() {
+                stale.push(
+                    batch
+                        .users
+                        .get(k)
+                        .map_or(k.clone(), |u| escape_text(&u.id).into_owned()),
+                );
+            }
+        }
+        if stale.is_empty() {
+            // The state is the one the plan fingerprinted: rebuilt, every change must come out
+            // exactly as the file says.
+            match crate::plan::replan(&planned[start..end], &batch, &policy, &who, ctx.now) {
+                Ok(remade) => {
+                    differ.extend(saved.differences_from(start, &remade));
+                    changes.extend(remade);
+                }
+                Err(why) => bad.extend(why),
+            }
+        }
+        start = end;
+    }
     stale.sort();
     if !stale.is_empty() {
         let n = stale.len();
@@ -194,16 +234,11 @@ pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options
             ),
         ));
     }
-    let who = store::load_actor(&actual, Some(&actor));
-    // The state is the one the plan fingerprinted: rebuilt, every change must come out exactly
-    // as the file says.
-    let changes = crate::plan::replan(&planned, &actual, &policy, &who, ctx.now)
-        .map_err(|why| Failure::error(crate::saved::SavedPlan::refusal(&name, &why)))?;
     drop(planned);
-    let differ = saved.differences(&changes);
-    if !differ.is_empty() {
+    bad.extend(differ);
+    if !bad.is_empty() {
         return Err(Failure::error(crate::saved::SavedPlan::refusal(
-            &name, &differ,
+            &name, &bad,
         )));
     }
     let saved_id = saved.plan_id.clone();
@@ -212,7 +247,7 @@ pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options
         id: saved_id,
         created_at: ctx.now,
         actor: Some(actor.clone()),
-        store_revision: actual.revision,
+        store_revision: revision,
         policies: policy.source.to_string(),
         changes,
         skipped: Vec::new(),

@@ -21,7 +21,7 @@ pub const PLAN_BATCH: usize = 5_000;
 
 /// [`PLAN_BATCH`]; with the `failpoints` feature (the tests' build) `MFACTL_PLAN_BATCH=N` makes
 /// small tenants cross many batch boundaries. Other builds compile the override away.
-fn batch_size() -> usize {
+pub(crate) fn batch_size() -> usize {
     #[cfg(feature = "failpoints")]
     if let Some(n) = std::env::var("MFACTL_PLAN_BATCH")
         .ok()
