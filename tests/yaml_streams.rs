@@ -285,3 +285,29 @@ fn a_policy_file_aliasing_an_unknown_anchor_is_refused_without_a_panic() {
         }
     }
 }
+
+/// Found by `cargo fuzz run -O directory`: the fast reader of plain directory YAML split
+/// `{id: m-1, kind:fido2}` at the colon, where YAML reads one key `kind:fido2`, so import took
+/// a method that serde_yaml refuses.
+#[test]
+fn import_refuses_a_flow_key_glued_to_its_value_as_yaml_does() {
+    let env = Env::example();
+    let before = env.export();
+    env.write(
+        "dir.yaml",
+        &user_yaml(
+            "zoe@contoso.example",
+            &[],
+            &[],
+            "    methods: [{id: m-1, kind:fido2, registered-at: 2024-01-01T00:00:00Z}]\n",
+        ),
+    );
+    let o = env.run(&["store", "import", "dir.yaml"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stderr.contains("dir.yaml:7:") && o.stderr.contains("unknown field `kind:fido2`"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(env.export(), before);
+}

@@ -325,7 +325,7 @@ impl<'s> Flow<'s> {
                 }
                 loop {
                     self.space()?;
-                    let key = self.token(true)?;
+                    let key = self.token()?;
                     if !plain_key(key) || !self.eat(b':')? {
                         return None;
                     }
@@ -358,22 +358,23 @@ impl<'s> Flow<'s> {
                     }
                 }
             }
-            _ => scalar(self.token(false)?),
+            _ => scalar(self.token()?),
         }
     }
 
-    /// A plain scalar up to a flow indicator or the end of its line (a key also ends at `:`).
+    /// A plain scalar up to a flow indicator, a `:` that ends it, or the end of its line.
     /// A scalar that would continue on the next line is refused: that is a multi-line scalar.
-    fn token(&mut self, key: bool) -> Option<&'s str> {
+    /// As in libyaml, a `:` followed by anything but a blank or a flow indicator belongs to the
+    /// scalar, keys included: `{kind:fido2}` has the key `kind:fido2` (which no record has).
+    fn token(&mut self) -> Option<&'s str> {
         let s: &'s [u8] = self.s;
         let start = self.i;
         while let Some(&b) = s.get(self.i) {
             let colon_ends = b == b':'
-                && (key
-                    || matches!(
-                        s.get(self.i + 1),
-                        None | Some(b' ' | b'\n' | b',' | b']' | b'}')
-                    ));
+                && matches!(
+                    s.get(self.i + 1),
+                    None | Some(b' ' | b'\n' | b',' | b']' | b'}')
+                );
             if matches!(b, b',' | b']' | b'}' | b'{' | b'[' | b'\n' | b'#') || colon_ends {
                 break;
             }
@@ -594,6 +595,13 @@ mod tests {
             // Found by the fuzzer: YAML refuses a NUL even in a comment.
             "#\0id: a@x# The duhods:\n  - id: m1\n",
             "# caf\u{e9}\n- id: a\n",
+            // Found by the fuzzer: in a flow mapping `kind:fido2` is one plain scalar (a key),
+            // and `a:,` or `a:]` is an error.
+            "a: {kind:fido2}\n",
+            "a: {id: m-1, kind:fido2}\n",
+            "a: {b:[c]}\n",
+            "a: {b:, c: d}\n",
+            "a: [b:]\n",
         ] {
             assert!(parse(text).is_none(), "{text:?} is not ours to read");
         }
