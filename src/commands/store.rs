@@ -338,49 +338,13 @@ fn read_capped_from(name: &str, r: impl std::io::Read) -> Result<String, Failure
 }
 
 pub fn export(ctx: &Ctx, format: DirectoryFormat) -> CmdResult {
-    if format == DirectoryFormat::Jsonl {
-        return export_jsonl(ctx);
-    }
-    export_yaml(ctx)
+    export_text(ctx, format == DirectoryFormat::Yaml)
 }
 
-/// JSON Lines: the group lines, then a line per user, written a batch at a time.
-fn export_jsonl(ctx: &Ctx) -> CmdResult {
+/// The directory as YAML, or (`yaml` false) as JSON Lines: the groups, then the users.
+fn export_text(ctx: &Ctx, yaml: bool) -> CmdResult {
     let st = ctx.open_store()?;
-    let mut failure: Option<Failure> = None;
-    out_with(|w| {
-        let mut write_failed = false;
-        let mut text = String::with_capacity(1 << 22);
-        let read = store::export_with(&st, store::EXPORT_BATCH, &mut |part| {
-            text.clear();
-            match part {
-                store::ExportPart::Groups(groups) => groups
-                    .iter()
-                    .for_each(|g| store::jsonl::write_group(&mut text, g)),
-                store::ExportPart::Users(users) => users
-                    .iter()
-                    .for_each(|u| store::jsonl::write_user(&mut text, u)),
-            }
-            write_failed = w.write_str(&text).is_err();
-            !write_failed
-        });
-        if let Err(e) = read {
-            failure = Some(e.into());
-        }
-        if write_failed {
-            return Err(std::fmt::Error);
-        }
-        Ok(())
-    });
-    match failure {
-        Some(f) => Err(f),
-        None => Ok(Exit::Ok),
-    }
-}
-
-fn export_yaml(ctx: &Ctx) -> CmdResult {
-    let st = ctx.open_store()?;
-    // Streamed a batch at a time, so a million users are never all in memory, nor their YAML;
+    // Streamed a batch at a time, so a million users are never all in memory, nor their text;
     // a second thread turns each batch into text while this one reads the next from SQLite.
     let mut failure: Option<Failure> = None;
     out_with(|w| {
@@ -391,7 +355,14 @@ fn export_yaml(ctx: &Ctx) -> CmdResult {
             scope.spawn(move || {
                 for users in to_format {
                     let mut text = String::with_capacity(users.len() * 800);
-                    let done = users.iter().try_for_each(|u| write_user(&mut text, u));
+                    let done = if yaml {
+                        users.iter().try_for_each(|u| write_user(&mut text, u))
+                    } else {
+                        users
+                            .iter()
+                            .for_each(|u| store::jsonl::write_user(&mut text, u));
+                        Ok(())
+                    };
                     // The users go back to be freed by the thread that allocated them: glibc's
                     // malloc is much slower when threads free each other's small blocks.
                     if texts.send((done.map(|_| text), users)).is_err() {
@@ -421,9 +392,16 @@ fn export_yaml(ctx: &Ctx) -> CmdResult {
             };
             let read = store::export_with(&st, store::EXPORT_BATCH, &mut |part| {
                 let written = match part {
-                    store::ExportPart::Groups(groups) => write_groups(w, &groups),
+                    store::ExportPart::Groups(groups) if yaml => write_groups(w, &groups),
+                    store::ExportPart::Groups(groups) => {
+                        let mut text = String::new();
+                        groups
+                            .iter()
+                            .for_each(|g| store::jsonl::write_group(&mut text, g));
+                        w.write_str(&text).map_err(Stop::from)
+                    }
                     store::ExportPart::Users(users) => {
-                        let head = if wrote_users {
+                        let head = if wrote_users || !yaml {
                             Ok(())
                         } else {
                             w.write_str("users:\n").map_err(Stop::from)
@@ -457,7 +435,7 @@ fn export_yaml(ctx: &Ctx) -> CmdResult {
             if write_failed {
                 return Err(std::fmt::Error); // out_with reports what stdout said
             }
-            if failure.is_none() && !wrote_users {
+            if failure.is_none() && !wrote_users && yaml {
                 w.write_str("users: []\n")?;
             }
             Ok(())
