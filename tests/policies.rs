@@ -299,7 +299,7 @@ fn a_plan_did_not_name_the_policies_it_was_made_under() {
         assert_eq!(head[1], format!("Policies: {source}."), "{text}");
         // Markdown: the header line.
         let md = run(&["plan", &m, "--format", "markdown", "--actor", GARY]).stdout;
-        let header = md.lines().find(|l| l.starts_with("Actor ")).unwrap();
+        let header = md.lines().find(|l| l.starts_with("Actor: ")).unwrap();
         assert!(
             header.contains(&format!(" · policies {} · plan ", source)),
             "{header}"

@@ -264,13 +264,13 @@ impl PlanWriter for Writer {
             plural(s.users, "user", "users"),
             s.denied
         );
-        let actor = p
-            .actor
-            .as_deref()
-            .map_or("no actor".to_string(), |a| cuts.md(a, ID_BYTES));
+        let actor = p.actor.as_deref().map_or(
+            "none (verdicts name the roles that could approve)".to_string(),
+            |a| cuts.md(a, ID_BYTES),
+        );
         let _ = writeln!(
             head,
-            "Actor {actor} · store revision {} · {} · policies {} · plan {}\n",
+            "Actor: {actor} · store revision {} · {} · policies {} · plan {}\n",
             p.store_revision,
             p.created_at,
             cuts.md(&p.policies, ID_BYTES),
