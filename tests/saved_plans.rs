@@ -65,17 +65,25 @@ fn write_plan(env: &Env, plan: &Value) {
 }
 
 fn apply_saved(env: &Env, policies: &str) -> Out {
-    env.run(&[
-        "--policies",
-        policies,
-        "apply",
-        "--plan",
-        "plan.json",
-        "--actor",
-        ADMIN,
-        "--credentials-out",
-        "creds.txt",
-    ])
+    apply_saved_with(env, policies, &[])
+}
+
+/// [`apply_saved`] with extra environment variables.
+fn apply_saved_with(env: &Env, policies: &str, vars: &[(&str, &str)]) -> Out {
+    env.run_env(
+        &[
+            "--policies",
+            policies,
+            "apply",
+            "--plan",
+            "plan.json",
+            "--actor",
+            ADMIN,
+            "--credentials-out",
+            "creds.txt",
+        ],
+        vars,
+    )
 }
 
 /// Applying `plan.json` is refused with exit 1 as not mfactl's, and changes nothing.
@@ -277,20 +285,7 @@ fn a_saved_plan_whose_content_does_not_match_its_id_is_refused() {
     }
     // The untouched file still applies, checked a user at a time as in batches of thousands.
     write_plan(&env, &saved);
-    let o = env.run_env(
-        &[
-            "--policies",
-            "open",
-            "apply",
-            "--plan",
-            "plan.json",
-            "--actor",
-            ADMIN,
-            "--credentials-out",
-            "creds.txt",
-        ],
-        &[("MFACTL_PLAN_BATCH", "1")],
-    );
+    let o = apply_saved_with(&env, "open", &[("MFACTL_PLAN_BATCH", "1")]);
     assert_eq!(o.code, 0, "{}", o.all());
 }
 
@@ -398,20 +393,7 @@ fn a_saved_change_with_a_forged_before_or_after_is_refused() {
     write_with_own_id(&env, p);
     assert_not_ours(&env, "a forged before");
     // Found in a later batch too.
-    let o = env.run_env(
-        &[
-            "--policies",
-            "open",
-            "apply",
-            "--plan",
-            "plan.json",
-            "--actor",
-            ADMIN,
-            "--credentials-out",
-            "creds.txt",
-        ],
-        &[("MFACTL_PLAN_BATCH", "1")],
-    );
+    let o = apply_saved_with(&env, "open", &[("MFACTL_PLAN_BATCH", "1")]);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(
         o.stderr.contains("the state it fingerprinted gives"),
