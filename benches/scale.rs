@@ -642,6 +642,14 @@ pub fn run(cfg: &Config) -> Result<(Report, Tenants), String> {
         &creds_s,
     ];
     let selected = big.selected();
+    let applied = |r: &Run| -> Result<(), String> {
+        expect(r.code == 0, || format!("exit {}", r.code))?;
+        expect(
+            r.stderr
+                .contains(&format!(" for {selected} users; store revision")),
+            || "wrong apply summary".into(),
+        )
+    };
     scenario(
         cfg,
         &mut report,
@@ -650,14 +658,7 @@ pub fn run(cfg: &Config) -> Result<(Report, Tenants), String> {
         runs,
         &mut copy,
         &argv,
-        &|r: &Run| {
-            expect(r.code == 0, || format!("exit {}", r.code))?;
-            expect(
-                r.stderr
-                    .contains(&format!(" for {selected} users; store revision")),
-                || "wrong apply summary".into(),
-            )
-        },
+        &applied,
     )?;
     let args = plan_args(&work_s, &bd, &bg);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -711,14 +712,7 @@ pub fn run(cfg: &Config) -> Result<(Report, Tenants), String> {
         runs,
         &mut copy,
         &argv,
-        &|r: &Run| {
-            expect(r.code == 0, || format!("exit {}", r.code))?;
-            expect(
-                r.stderr
-                    .contains(&format!(" for {selected} users; store revision")),
-                || "wrong apply summary".into(),
-            )
-        },
+        &applied,
     )?;
     let _ = std::fs::remove_file(&saved);
 

@@ -177,6 +177,20 @@ fn a_bad_json_line_is_named_and_nothing_is_imported() {
         "{\"kind\":\"user\",\"id\":\"\u{1b}[31m\",\"bad\":1}\n",
         "bad.jsonl:1:",
     );
+    // Problems come in line order, whichever reader found them.
+    let env = Env::example();
+    env.write(
+        "bad.jsonl",
+        &format!(
+            "{}\n{{bad\n",
+            r#"{"kind":"user","id":"x@y","groups":["nope"]}"#
+        ),
+    );
+    let o = env.run(&["store", "import", "bad.jsonl"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let first = o.stderr.find("bad.jsonl:1:").expect("line 1 named");
+    let second = o.stderr.find("bad.jsonl:2:").expect("line 2 named");
+    assert!(first < second, "{}", o.stderr);
     // Not UTF-8.
     let env = Env::example();
     let before = env.export();

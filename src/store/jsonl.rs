@@ -257,6 +257,17 @@ fn read_lines(
         };
         if let Some(p) = problem {
             bad += 1;
+            // The users read before go first, so that problems are reported in line order.
+            if !users.is_empty()
+                && out
+                    .send(Parsed::Users(std::mem::replace(
+                        &mut users,
+                        Vec::with_capacity(BATCH),
+                    )))
+                    .is_err()
+            {
+                return;
+            }
             if out.send(Parsed::Problems(vec![p])).is_err() || bad >= MAX_PROBLEMS {
                 return;
             }
