@@ -188,7 +188,7 @@ fn canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// A saved plan that passed every check of [`parse`].
+/// A saved plan that passed every check of [`parse_from`].
 #[derive(Debug)]
 pub struct SavedPlan {
     pub plan_id: String,
@@ -269,13 +269,9 @@ const NAMED: usize = 5;
 
 /// Reads a saved plan and checks that mfactl wrote it exactly so: its id is the digest of its
 /// content, its changes are in plan order with no duplicate, each action is known and carries the
-/// cutoff its kind needs, and it has a fingerprint for exactly the users it changes.
-pub fn parse(file: &str, text: &str) -> Result<SavedPlan, String> {
-    parse_from(file, text.as_bytes())
-}
-
-/// [`parse`], reading the file as it parses: a saved plan is as large as its plan (100,000
-/// changes are ~80 MB), so it has no size cap and is never held whole as text.
+/// cutoff its kind needs, and it has a fingerprint for exactly the users it changes. The file is
+/// read as it is parsed: a saved plan is as large as its plan (100,000 changes are ~100 MB), so
+/// it has no size cap and is never held whole as text.
 pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, String> {
     let not_ours = |why: String| {
         format!(
@@ -522,7 +518,7 @@ impl SavedPlan {
         out
     }
 
-    /// [`parse`]'s refusal for a file whose changes the state does not give.
+    /// [`parse_from`]'s refusal for a file whose changes the state does not give.
     pub fn refusal(file: &str, why: &[String]) -> String {
         let n = why.len();
         let mut shown: Vec<String> = why

@@ -315,28 +315,6 @@ fn held_by(n: usize) -> String {
     }
 }
 
-pub fn read_capped(file: &Path) -> Result<String, Failure> {
-    let f = std::fs::File::open(file)
-        .map_err(|e| Failure::error(format!("{}: {}", file.display(), sources::io_reason(&e))))?;
-    read_capped_from(&file.display().to_string(), f)
-}
-
-/// Reads a whole text of at most [`sources::MAX_FILE_BYTES`], which must be UTF-8.
-fn read_capped_from(name: &str, r: impl std::io::Read) -> Result<String, Failure> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    r.take(sources::MAX_FILE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Failure::error(format!("{name}: {}", sources::io_reason(&e))))?;
-    if buf.len() as u64 > sources::MAX_FILE_BYTES {
-        return Err(Failure::error(format!(
-            "{name}: larger than the {}-byte limit",
-            sources::MAX_FILE_BYTES
-        )));
-    }
-    String::from_utf8(buf).map_err(|_| Failure::error(format!("{name}: not UTF-8")))
-}
-
 pub fn export(ctx: &Ctx, format: DirectoryFormat) -> CmdResult {
     export_text(ctx, format == DirectoryFormat::Yaml)
 }
