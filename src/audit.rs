@@ -70,18 +70,8 @@ impl Canonical<'_> {
             string(buf, s);
         }
         buf.push(b']');
-        hex(&Sha256::digest(&buf[..]))
+        crate::util::hex(&Sha256::digest(&buf[..]))
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +222,7 @@ pub fn short(h: &str) -> std::borrow::Cow<'_, str> {
         return "(nothing)".into();
     }
     let end = h.char_indices().nth(12).map_or(h.len(), |(i, _)| i);
-    match crate::render::escape_text(&h[..end]) {
+    match crate::util::escape_text(&h[..end]) {
         std::borrow::Cow::Borrowed(b) => b.into(),
         std::borrow::Cow::Owned(o) => o.into(),
     }

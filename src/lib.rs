@@ -15,4 +15,5 @@ pub mod render;
 pub mod saved;
 pub mod sources;
 pub mod store;
+pub mod util;
 pub mod watch;

@@ -39,7 +39,7 @@ impl Timestamp {
             format!(
                 "`{}` is not a timestamp: use RFC 3339 with a zone (2026-11-27T09:00:00Z, \
                  2026-11-27T10:00:00+01:00) or a date (2026-11-27)",
-                crate::render::escape_text(s)
+                crate::util::escape_text(s)
             )
         })?;
         // `time` reads a leap second (`23:59:60`) as 23:59:59.999999999: name it rather than
@@ -63,19 +63,7 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match time::OffsetDateTime::from_unix_timestamp(self.0) {
-            Ok(t) => write!(
-                f,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            ),
-            Err(_) => write!(f, "@{}", self.0),
-        }
+        crate::util::time::Rfc3339(self.0).fmt(f)
     }
 }
 

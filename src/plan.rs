@@ -77,6 +77,25 @@ pub enum Val {
 /// The slice of a user's state an action changes, as ordered `(field, value)` pairs.
 pub type Slice = Vec<(&'static str, Val)>;
 
+/// The version of the JSON plan (and saved-plan) format; later versions only add fields.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// A slice as the JSON plan, the saved plan and the audit record write it: an object of its
+/// fields in order, times as RFC 3339 strings (`null` for never).
+pub fn slice_value(s: &Slice) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let mut m = Map::new();
+    for (k, v) in s {
+        let v = match v {
+            Val::Time(t) => t.map_or(Value::Null, |t| Value::String(t.to_string())),
+            Val::Count(n) => json!(n),
+            Val::Flag(b) => json!(b),
+        };
+        m.insert((*k).to_string(), v);
+    }
+    Value::Object(m)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The user id as the store spells it.
@@ -173,7 +192,7 @@ pub fn check_offline(manifests: &[Manifest], policy: &Policy, now: Timestamp) ->
                 at: at(vec![Seg::key("metadata"), Seg::key("name")]),
                 message: format!(
                     "duplicate metadata.name `{}` (also in {}): names must be unique",
-                    crate::render::escape_text(&m.name),
+                    crate::util::escape_text(&m.name),
                     first.file
                 ),
             });
@@ -208,7 +227,7 @@ pub fn check_offline(manifests: &[Manifest], policy: &Policy, now: Timestamp) ->
                             message: format!(
                                 "{} is a protected user (guardrails.yaml protected-users) and is \
                                  never changed; remove it from the list",
-                                crate::render::escape_text(u)
+                                crate::util::escape_text(u)
                             ),
                         });
                     }
@@ -252,7 +271,7 @@ pub fn check_known_in(
                         message: format!(
                             "unknown user `{}`: no such user in the store (check the spelling, \
                              or import the user first)",
-                            crate::render::escape_text(u)
+                            crate::util::escape_text(u)
                         ),
                     });
                 }
@@ -275,7 +294,7 @@ pub fn check_known_in(
                         },
                         message: format!(
                             "unknown group `{}`: no such group in the store",
-                            crate::render::escape_text(g)
+                            crate::util::escape_text(g)
                         ),
                     });
                 }
@@ -779,7 +798,7 @@ pub fn future_cutoffs(planned: &[Planned], policy: &Policy, now: Timestamp) -> V
                 "{} for {}: {t} is in the future (now is {now}, max-future-skew allows up to \
                  {latest}); a future watermark would revoke what users create until then",
                 p.kind.verb(),
-                crate::render::escape_text(&p.user)
+                crate::util::escape_text(&p.user)
             ))
         })
         .collect()
@@ -790,7 +809,7 @@ pub fn future_cutoffs(planned: &[Planned], policy: &Policy, now: Timestamp) -> V
 pub fn fingerprint(user: &User) -> String {
     use sha2::{Digest, Sha256};
     let bytes = serde_json::to_vec(user).unwrap_or_default();
-    crate::audit::hex(&Sha256::digest(&bytes))
+    crate::util::hex(&Sha256::digest(&bytes))
 }
 
 /// Fingerprints of every user these changes touch, by id as the store spells it.

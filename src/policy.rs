@@ -161,7 +161,7 @@ impl Policy {
     ) -> Result<Policy, PolicyError> {
         let err = |file: &str, e: &dyn std::fmt::Display| PolicyError {
             file: file.to_string(),
-            message: crate::render::escape_text(&e.to_string()).into_owned(),
+            message: crate::util::escape_text(&e.to_string()).into_owned(),
         };
         for (name, text) in [(roles_name, roles), (guardrails_name, guardrails)] {
             crate::manifest::guard::check_nesting(text)

@@ -73,8 +73,7 @@ impl PlanDigest {
             self.last_user = Some(user.to_string());
         }
         self.hasher.update(b"change ");
-        self.hasher
-            .update(crate::audit::hex(content_sha).as_bytes());
+        self.hasher.update(crate::util::hex(content_sha).as_bytes());
         self.hasher.update(b"\n");
     }
 
@@ -88,7 +87,7 @@ impl PlanDigest {
 
     /// The id: 64 lowercase hex digits.
     pub fn finish(self) -> String {
-        crate::audit::hex(&self.hasher.finalize())
+        crate::util::hex(&self.hasher.finalize())
     }
 }
 
@@ -101,8 +100,8 @@ pub fn change_content(c: &Change) -> String {
         crate::plan::cutoff(&c.action)
             .map(|t| t.to_string())
             .as_deref(),
-        &canonical_string(&crate::render::json::slice_value(&c.before)),
-        &canonical_string(&crate::render::json::slice_value(&c.after)),
+        &canonical_string(&crate::plan::slice_value(&c.before)),
+        &canonical_string(&crate::plan::slice_value(&c.after)),
         &c.removes,
         &c.sources,
     )
@@ -287,11 +286,11 @@ pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, S
                 not_ours(e.to_string())
             }
         })?;
-    if raw.format_version != crate::render::json::FORMAT_VERSION {
+    if raw.format_version != crate::plan::FORMAT_VERSION {
         return Err(format!(
             "{file}: saved plan format_version {} is not the {} this mfactl reads",
             raw.format_version,
-            crate::render::json::FORMAT_VERSION
+            crate::plan::FORMAT_VERSION
         ));
     }
     let Some(fingerprints) = raw.fingerprints else {
@@ -303,7 +302,7 @@ pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, S
     if !is_plan_id(&raw.plan_id) {
         return Err(not_ours(format!(
             "its plan_id `{}` is not 64 lowercase hex digits",
-            crate::render::escape_text(&truncated(&raw.plan_id))
+            crate::util::escape_text(&truncated(&raw.plan_id))
         )));
     }
     let created_at =
@@ -325,14 +324,14 @@ pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, S
                     "change #{}: {} for {} is listed twice",
                     i + 1,
                     c.kind.verb(),
-                    crate::render::escape_text(&c.user)
+                    crate::util::escape_text(&c.user)
                 ));
             } else if *p > at {
                 problems.push(format!(
                     "change #{}: {} for {} is out of plan order (changes are sorted by user, then action)",
                     i + 1,
                     c.kind.verb(),
-                    crate::render::escape_text(&c.user)
+                    crate::util::escape_text(&c.user)
                 ));
             }
         }
@@ -343,7 +342,7 @@ pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, S
         if !fingerprints.contains_key(&c.user) {
             problems.push(format!(
                 "no fingerprint for {}",
-                crate::render::escape_text(&c.user)
+                crate::util::escape_text(&c.user)
             ));
         }
         used.insert(c.user.as_str(), ());
@@ -352,7 +351,7 @@ pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, S
         if !used.contains_key(u.as_str()) {
             problems.push(format!(
                 "a fingerprint for {}, which no change touches",
-                crate::render::escape_text(u)
+                crate::util::escape_text(u)
             ));
         }
     }
@@ -391,7 +390,7 @@ fn typed(c: RawChange) -> Result<SavedChange, String> {
     let kind = kind_of(&c.action).ok_or_else(|| {
         format!(
             "unknown action `{}`",
-            crate::render::escape_text(&truncated(&c.action))
+            crate::util::escape_text(&truncated(&c.action))
         )
     })?;
     let cutoff = match &c.cutoff {
@@ -492,8 +491,8 @@ impl SavedPlan {
                 }
                 _ => r.after.clone(),
             };
-            let before = canonical_string(&crate::render::json::slice_value(&r.before));
-            let after = canonical_string(&crate::render::json::slice_value(&after));
+            let before = canonical_string(&crate::plan::slice_value(&r.before));
+            let after = canonical_string(&crate::plan::slice_value(&after));
             let remade = content(
                 &r.user,
                 r.kind().verb(),
@@ -510,7 +509,7 @@ impl SavedPlan {
                     "{} for {}: the file's before, after or removed ids are not what the state \
                      it fingerprinted gives ({before} → {after} removing {:?})",
                     s.kind.verb(),
-                    crate::render::escape_text(&s.user),
+                    crate::util::escape_text(&s.user),
                     r.removes
                 ));
             }
@@ -524,7 +523,7 @@ impl SavedPlan {
         let mut shown: Vec<String> = why
             .iter()
             .take(NAMED)
-            .map(|w| crate::render::escape_text(&truncated_to(w, 400)).into_owned())
+            .map(|w| crate::util::escape_text(&truncated_to(w, 400)).into_owned())
             .collect();
         if n > NAMED {
             shown.push(format!("and {} more", n - NAMED));

@@ -69,7 +69,7 @@ pub fn read(paths: &[PathBuf]) -> Result<Found, Vec<String>> {
             files,
             skipped_links: links
                 .iter()
-                .map(|p| crate::render::escape_text(&p.display().to_string()).into_owned())
+                .map(|p| crate::util::escape_text(&p.display().to_string()).into_owned())
                 .collect(),
         })
     } else {

@@ -14,9 +14,9 @@
 use super::Ctx;
 use crate::error::Failure;
 use crate::model::{key_of, Secret};
-use crate::render::escape_text;
 use crate::sources::io_reason;
 use crate::store;
+use crate::util::escape_text;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};

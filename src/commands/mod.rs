@@ -147,7 +147,7 @@ impl Ctx {
             "the guardrails protect no user in the store ({why}; policies: {}); list your \
              break-glass accounts under protected-users in guardrails.yaml (./policies or \
              --policies DIR); see `mfactl policies`",
-            crate::render::escape_text(&policy.source.to_string())
+            crate::util::escape_text(&policy.source.to_string())
         )))
     }
 

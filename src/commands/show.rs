@@ -2,7 +2,7 @@
 
 use super::{out, Ctx};
 use crate::error::{CmdResult, Exit, Failure};
-use crate::render::escape_text;
+use crate::util::escape_text;
 
 pub fn run(ctx: &Ctx, user: &str) -> CmdResult {
     let st = ctx.open_store()?;

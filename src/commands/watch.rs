@@ -39,7 +39,7 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
     if !(1..=MAX_INTERVAL_SECS).contains(&secs) {
         return Err(Failure::error(format!(
             "--interval {}: must be between 1s and 366d",
-            crate::render::escape_text(&opts.interval)
+            crate::util::escape_text(&opts.interval)
         )));
     }
     if let Some(dir) = &opts.credentials_dir {

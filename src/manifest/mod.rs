@@ -394,7 +394,7 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
                 },
                 format!(
                     "apiVersion is `{}`; this mfactl reads `{API_VERSION}`",
-                    crate::render::escape_text(&raw.api_version)
+                    crate::util::escape_text(&raw.api_version)
                 ),
             ));
             continue;
@@ -407,7 +407,7 @@ pub fn parse_file(file: &SourceFile) -> (Vec<Manifest>, Vec<Problem>) {
                 },
                 format!(
                     "kind is `{}`; expected `{KIND}`",
-                    crate::render::escape_text(&raw.kind)
+                    crate::util::escape_text(&raw.kind)
                 ),
             ));
             continue;
@@ -570,7 +570,7 @@ fn from_yaml_error(file: &str, e: &serde_yaml::Error, doc: &documents::Document)
             text,
         ),
     };
-    let message = crate::render::escape_text(&message).into_owned();
+    let message = crate::util::escape_text(&message).into_owned();
     let message = message
         .strip_prefix(".: ")
         .map(str::to_string)

@@ -1,9 +1,9 @@
 //! `plan --diff`: per user, a unified diff of the actual state against the state after apply, both
 //! in the `store export` format, so a reviewer sees exactly which objects go.
 
-use super::escape_text;
 use crate::model::{key_of, Action};
 use crate::plan::{simulate, Actual, Change};
+use crate::util::escape_text;
 use std::collections::BTreeMap;
 
 /// User id (as the store spells it) → unified diff, for every user these changes touch.

@@ -3,26 +3,13 @@
 
 use super::{End, PlanWriter};
 use crate::model::AuditRecord;
-use crate::plan::{Change, Plan, Skip, Slice, Summary, Val};
+use crate::plan::{Change, Plan, Skip, Summary};
 use crate::policy::Verdict;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 
-pub const FORMAT_VERSION: u64 = 1;
-
-pub fn slice_value(s: &Slice) -> Value {
-    let mut m = Map::new();
-    for (k, v) in s {
-        let v = match v {
-            Val::Time(t) => t.map_or(Value::Null, |t| Value::String(t.to_string())),
-            Val::Count(n) => json!(n),
-            Val::Flag(b) => json!(b),
-        };
-        m.insert((*k).to_string(), v);
-    }
-    Value::Object(m)
-}
+use crate::plan::{slice_value, FORMAT_VERSION};
 
 fn verdict_value(v: &Option<Verdict>) -> Value {
     match v {
@@ -195,6 +182,7 @@ pub fn audit(records: &[AuditRecord]) -> String {
 mod tests {
     use super::*;
     use crate::model::{Action, Timestamp};
+    use crate::plan::Val;
 
     fn change(user: &str, denied: bool) -> Change {
         Change {

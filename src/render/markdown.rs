@@ -5,10 +5,11 @@
 //! Every string that came from a manifest or the store is escaped for its context (Markdown text or
 //! HTML), so a hostile id cannot inject links, images or markup into the comment.
 
-use super::{escape_text, End, PlanWriter};
+use super::{End, PlanWriter};
 use crate::model::ActionKind;
 use crate::plan::{Change, Plan};
 use crate::policy::Verdict;
+use crate::util::escape_text;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

@@ -1,8 +1,8 @@
 //! The policies in force as `mfactl policies` prints them: readable text, or JSON for scripts.
 //! Pure: a [`Policy`] in, text out.
 
-use super::escape_text as esc;
 use crate::policy::{duration_text, Policy, PolicySource, Targets};
+use crate::util::escape_text as esc;
 use serde_json::{json, Value};
 use std::fmt::Write;
 

@@ -1,58 +1,12 @@
 //! The plan and the audit log as a person reads them in a terminal.
 
-use super::{escape_text as esc, End, PlanWriter, Style};
-use crate::model::{AuditRecord, Timestamp};
+use super::{End, PlanWriter, Style};
+use crate::model::AuditRecord;
 use crate::plan::{Change, Plan, Slice, Summary, Val};
 use crate::policy::Verdict;
+use crate::util::escape_text as esc;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
-
-/// A timestamp as [`Timestamp`]'s `Display` prints it (`YYYY-MM-DDTHH:MM:SSZ`), several times
-/// faster: large plans and exports print millions of them. Years outside 1000..=9999 go through
-/// `Display` itself.
-pub struct Time(pub Timestamp);
-
-impl fmt::Display for Time {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match rfc3339(self.0) {
-            Some(b) => f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?),
-            None => self.0.fmt(f),
-        }
-    }
-}
-
-/// The 20 bytes of `YYYY-MM-DDTHH:MM:SSZ`, or `None` for a year outside 1000..=9999.
-pub fn rfc3339(t: Timestamp) -> Option<[u8; 20]> {
-    let secs = t.unix();
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, proleptic Gregorian).
-    let z = days.checked_add(719_468)?;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    if !(1000..=9999).contains(&year) {
-        return None;
-    }
-    let mut b = *b"0000-00-00T00:00:00Z";
-    let mut put = |at: usize, width: usize, mut v: i64| {
-        for i in (at..at + width).rev() {
-            b[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, rem / 3600);
-    put(14, 2, rem / 60 % 60);
-    put(17, 2, rem % 60);
-    Some(b)
-}
 
 /// A value as the plan prints it.
 struct V<'a>(&'a Val);
@@ -60,7 +14,7 @@ struct V<'a>(&'a Val);
 impl fmt::Display for V<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Val::Time(Some(t)) => Time(*t).fmt(f),
+            Val::Time(Some(t)) => t.fmt(f),
             Val::Time(None) => f.write_str("never"),
             Val::Count(n) => n.fmt(f),
             Val::Flag(b) => b.fmt(f),
@@ -304,34 +258,4 @@ pub fn audit(records: &[AuditRecord], st: Style) -> String {
         out.push_str("No audit records.\n");
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fast_times_print_as_display_does() {
-        let mut t = -40_000_000_000i64;
-        while t < 260_000_000_000 {
-            let ts = Timestamp::from_unix(t);
-            assert_eq!(Time(ts).to_string(), ts.to_string(), "{t}");
-            t += 7_777_777 + t.rem_euclid(86_399);
-        }
-        for t in [
-            0,
-            -1,
-            86_399,
-            86_400,
-            951_782_400,
-            4_107_542_399,
-            253_402_300_799,
-            253_402_300_800,
-            i64::MIN,
-            i64::MAX,
-        ] {
-            let ts = Timestamp::from_unix(t);
-            assert_eq!(Time(ts).to_string(), ts.to_string(), "{t}");
-        }
-    }
 }

@@ -3,9 +3,9 @@
 
 use super::{bump_revision, map_err, Result};
 use crate::model::{key_of, Action, AuditRecord, Timestamp};
+use crate::plan::slice_value;
 use crate::plan::Plan;
 use crate::policy::Verdict;
-use crate::render::json::slice_value;
 use rusqlite::{params, Transaction};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -106,7 +106,7 @@ fn shown(s: &str) -> String {
     if out.len() < s.len() {
         out.push('…');
     }
-    crate::render::escape_text(&out).into_owned()
+    crate::util::escape_text(&out).into_owned()
 }
 
 /// Column `i` as text, refused (as a read error of that column) unless it is UTF-8 text.

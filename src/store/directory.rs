@@ -33,7 +33,7 @@ pub fn parse(file: &str, text: &str) -> std::result::Result<Directory, Vec<Strin
             "{file}:{}:{}: {}",
             loc.0,
             loc.1,
-            crate::render::escape_text(&msg)
+            crate::util::escape_text(&msg)
         )]
     })?;
     let mut problems = Vec::new();
@@ -271,7 +271,7 @@ pub(super) fn piece_problem(file: &str, piece: &str, at: usize) -> String {
             format!(
                 "{file}:{}:{col}: {}",
                 at + line - 1,
-                crate::render::escape_text(&msg)
+                crate::util::escape_text(&msg)
             )
         }
     }
@@ -445,7 +445,7 @@ pub fn locate_roles(text: &str, wanted: &[(usize, usize)]) -> Vec<Option<(usize,
 }
 
 fn esc(s: &str) -> String {
-    crate::render::escape_text(s).into_owned()
+    crate::util::escape_text(s).into_owned()
 }
 
 /// Upserts the directory in one transaction. Returns (groups, users) written and the new revision.

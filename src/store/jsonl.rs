@@ -61,7 +61,7 @@ pub fn parse_line(line: &mut String) -> std::result::Result<Line, (usize, String
     let located = |e: serde_json::Error| {
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        (e.column(), crate::render::escape_text(&msg).into_owned())
+        (e.column(), crate::util::escape_text(&msg).into_owned())
     };
     if line.starts_with(USER) {
         fast(line, USER);
@@ -131,7 +131,7 @@ pub fn import(
                                 if !names.insert(key_of(&g.name)) {
                                     bad.push(format!(
                                         "{file}:{line}: group `{}` is listed twice",
-                                        crate::render::escape_text(&g.name)
+                                        crate::util::escape_text(&g.name)
                                     ));
                                 }
                             }
@@ -151,8 +151,8 @@ pub fn import(
                                     problems.push(format!(
                                         "{at}: user `{}` is in group `{}`, which is neither in the \
                                          file's group lines nor in the store; add a group line",
-                                        crate::render::escape_text(&u.id),
-                                        crate::render::escape_text(g)
+                                        crate::util::escape_text(&u.id),
+                                        crate::util::escape_text(g)
                                     ));
                                 }
                             }
@@ -220,7 +220,7 @@ fn read_lines(
                 match parse_line(&mut text) {
                     Ok(Line::Group(g)) if seen_user => Some(format!(
                         "{file}:{number}: group `{}` comes after the first user; group lines come first",
-                        crate::render::escape_text(&g.name)
+                        crate::util::escape_text(&g.name)
                     )),
                     Ok(Line::Group(g)) => {
                         groups.push((number, g));

@@ -108,8 +108,8 @@ pub fn import(
                             problems.push(format!(
                                 "{file}: user `{}` is in group `{}`, which is neither in the \
                                  file's `groups:` nor in the store; add it to `groups:`",
-                                crate::render::escape_text(&u.id),
-                                crate::render::escape_text(g)
+                                crate::util::escape_text(&u.id),
+                                crate::util::escape_text(g)
                             ));
                         }
                     }

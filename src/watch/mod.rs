@@ -12,7 +12,7 @@ pub mod reconcile;
 
 use crate::commands::Ctx;
 use crate::error::{Exit, Failure};
-use crate::render::escape_text;
+use crate::util::escape_text;
 use files::{Note, Signal, Watches};
 use metrics::Metrics;
 use reconcile::{Outcome, Report, Settings, Trigger};
