@@ -1,7 +1,9 @@
-//! Errors as the user sees them: what went wrong, where, and the exit code a pipeline branches on.
+//! Failures as the user sees them: what went wrong and where, and what kind of failure it is.
 //!
-//! Library modules return typed errors; the shell wraps them in [`Failure`], which carries the exit
-//! code (see docs/commands.md, "Exit codes") and a message that already says what and where.
+//! `ops/` and the store return a [`Failure`] whose [`Kind`] says what happened (invalid input, a
+//! denied change, a conflict, a locked store, …); the shell turns the kind into an exit code
+//! (docs/commands.md, "Exit codes") and the daemon into a reconcile outcome and metric label.
+//! Nothing branches on a message's wording.
 
 use std::fmt;
 
@@ -15,25 +17,64 @@ pub enum Exit {
     Conflict = 4,
 }
 
-/// A failure that ends a command: one or more human-readable lines and an exit code.
+/// What kind of failure ended a command or a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Manifests, policies, a saved plan or an option that is malformed or fails a check.
+    Invalid,
+    /// A change the actor may not make, or an apply a guardrail refuses.
+    Denied,
+    /// What was reviewed is no longer what would be applied (a stale or already applied saved
+    /// plan, another plan id, a store that changed during the confirmation prompt).
+    Conflict,
+    /// Another writer kept the store's write lock past `--lock-timeout`.
+    Locked,
+    /// The plan resets passwords and no credentials file was given to receive them.
+    NeedsCredentials,
+    /// Anything else: I/O, an unreadable or damaged store, the operating system.
+    Error,
+}
+
+impl Kind {
+    /// The exit code the shell ends with for this kind.
+    pub fn exit(self) -> Exit {
+        match self {
+            Kind::Invalid | Kind::NeedsCredentials | Kind::Error => Exit::Error,
+            Kind::Denied => Exit::Denied,
+            Kind::Conflict | Kind::Locked => Exit::Conflict,
+        }
+    }
+}
+
+/// A failure that ends a command: one or more human-readable lines, and its kind.
 #[derive(Debug)]
 pub struct Failure {
-    pub code: Exit,
+    pub kind: Kind,
     pub lines: Vec<String>,
 }
 
 impl Failure {
-    pub fn new(code: Exit, msg: impl Into<String>) -> Self {
+    pub fn new(kind: Kind, msg: impl Into<String>) -> Self {
         Failure {
-            code,
+            kind,
             lines: vec![format!("error: {}", msg.into())],
         }
     }
+    /// A failure of kind [`Kind::Error`].
     pub fn error(msg: impl Into<String>) -> Self {
-        Self::new(Exit::Error, msg)
+        Self::new(Kind::Error, msg)
     }
-    pub fn many(code: Exit, lines: Vec<String>) -> Self {
-        Failure { code, lines }
+    /// A failure of kind [`Kind::Invalid`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Invalid, msg)
+    }
+    /// Several lines (each already prefixed as it should print).
+    pub fn many(kind: Kind, lines: Vec<String>) -> Self {
+        Failure { kind, lines }
+    }
+    /// The exit code for this failure.
+    pub fn code(&self) -> Exit {
+        self.kind.exit()
     }
 }
 
@@ -47,12 +88,12 @@ impl std::error::Error for Failure {}
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
-        let code = if e.is_lock_timeout() {
-            Exit::Conflict
+        let kind = if e.is_lock_timeout() {
+            Kind::Locked
         } else {
-            Exit::Error
+            Kind::Error
         };
-        Failure::new(code, e.to_string())
+        Failure::new(kind, e.to_string())
     }
 }
 

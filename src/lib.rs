@@ -1,19 +1,40 @@
-//! mfactl as a library: the pure core (`manifest`, `model`, `plan`, `policy`, `render`, `audit`)
-//! inside a thin shell (`commands`, `sources`, `store`, `watch`). The binary in `main.rs` only
-//! parses the command line and maps the outcome to an exit code; the fuzz targets call the parsers
-//! directly.
+//! mfactl as a library, in five layers; each imports only the layers below it.
+//!
+//! 1. The ground floor, [`util`]: escaping, hex, the timestamp formatter. Imports nothing of ours.
+//! 2. The pure core: [`model`], [`manifest`], [`policy`], [`plan`] (the decision), [`audit`],
+//!    [`directory`] (the directory format), [`saved`] (the saved-plan format) and [`render`]. No
+//!    I/O, no clock, no SQL.
+//! 3. The edges: [`store`] (all SQL) and [`sources`] (manifest files).
+//! 4. [`ops`]: the workflows the commands and the daemon share, returning values and a typed
+//!    [`error::Failure`], never printing.
+//! 5. The shell: [`cli`], [`commands`] (one file per command), [`watch`] (the daemon) and the
+//!    [`printer`] that owns stdout and stderr; `main.rs` parses, runs, and exits with the code.
+//!
+//! The fuzz targets call the parsers of the core directly.
 
+// 1. Ground floor.
+pub mod util;
+
+// 2. Pure core.
 pub mod audit;
-pub mod cli;
-pub mod commands;
-pub mod error;
+// pub mod directory;
 pub mod manifest;
 pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod render;
 pub mod saved;
+
+// 3. Edges.
 pub mod sources;
 pub mod store;
-pub mod util;
+
+// 4. Workflows.
+pub mod error;
+pub mod ops;
+
+// 5. Shell.
+pub mod cli;
+pub mod commands;
+pub mod printer;
 pub mod watch;

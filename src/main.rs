@@ -10,10 +10,8 @@ fn main() {
     let code = match mfactl::commands::run(cli) {
         Ok(code) => code,
         Err(failure) => {
-            for line in &failure.lines {
-                eprintln!("{line}");
-            }
-            failure.code
+            mfactl::printer::failure(&failure);
+            failure.code()
         }
     };
     std::process::exit(code as i32);

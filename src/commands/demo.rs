@@ -4,10 +4,16 @@
 //! changes; erin's apply, refused as a whole because of the denied ones; the apply by gary (global
 //! administrator); and the plan again, now empty.
 
-use super::{compute_plan, out, parse_all, Ctx, Loaded};
-use crate::error::{CmdResult, Exit, Failure};
+use super::Ctx;
+use crate::error::{CmdResult, Exit, Failure, Kind};
 use crate::manifest::SourceFile;
+use crate::model::Timestamp;
+use crate::ops::apply::{self, Applied, Options};
+use crate::ops::load::{parse_all, Loaded};
+use crate::ops::plan::compute_plan;
+use crate::plan::Plan;
 use crate::policy::Policy;
+use crate::printer::{self, out};
 use crate::render;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
@@ -85,26 +91,21 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     heading(&format!(
         "2. mfactl apply --actor {EXAMPLE_ADMIN}   (refused: an apply is all or nothing)"
     ));
-    let opts = super::apply::Options {
-        auto_approve: true,
+    let opts = Options {
         allow_large: false,
         credentials_out: Some(PathBuf::from(CREDENTIALS)),
         accept_broken_audit: false,
     };
-    let quiet = Ctx {
-        quiet: true,
-        ..clone_ctx(ctx)
-    };
-    match super::apply::execute(
-        &quiet,
+    match approve(
         &mut st,
         &input,
         &policy,
         EXAMPLE_ADMIN,
+        ctx.now,
         &opts,
-        Some(&plan),
+        &plan,
     ) {
-        Err(f) if f.code == Exit::Denied => out(&format!(
+        Err(f) if f.kind == Kind::Denied => out(&format!(
             "{}\n(exit code 3: nothing was applied)\n",
             f.lines.join("\n")
         )),
@@ -125,17 +126,17 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         "(the same {} changes, now all allowed as global-administrator)\n",
         approved.changes.len()
     ));
-    let code = super::apply::execute(
-        ctx,
+    let applied = approve(
         &mut st,
         &input,
         &policy,
         GLOBAL_ADMIN,
+        ctx.now,
         &opts,
-        Some(&approved),
+        &approved,
     )?;
-    if code != Exit::Ok {
-        return Ok(code);
+    if let Some(applied) = applied {
+        printer::applied(ctx.quiet, &approved, &applied);
     }
 
     heading(&format!(
@@ -156,17 +157,22 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     Ok(Exit::Ok)
 }
 
-fn clone_ctx(c: &Ctx) -> Ctx {
-    Ctx {
-        store: c.store.clone(),
-        policies: c.policies.clone(),
-        actor: c.actor.clone(),
-        style: c.style,
-        quiet: c.quiet,
-        verbose: c.verbose,
-        lock_timeout: c.lock_timeout,
-        now: c.now,
-    }
+/// An apply of the plan shown (as `apply` does after its prompt): refused if the store no longer
+/// gives it, or if any change is denied.
+#[allow(clippy::too_many_arguments)]
+fn approve(
+    st: &mut Store,
+    input: &Loaded,
+    policy: &Policy,
+    actor: &str,
+    now: Timestamp,
+    opts: &Options,
+    shown: &Plan,
+) -> Result<Option<Applied>, Failure> {
+    let path = st.path().to_path_buf();
+    let tx = st.begin()?;
+    let plan = apply::plan_locked(&tx, &path, input, policy, actor, now, Some(shown))?;
+    apply::apply_locked(tx, &path, &plan, policy, actor, now, opts)
 }
 
 fn remove_if_present(p: &Path) -> Result<(), Failure> {

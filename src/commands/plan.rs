@@ -3,11 +3,13 @@
 //! The plan is rendered as it is computed (see [`plan_batches`]): a plan of a whole directory
 //! goes to stdout, and to `--out`, a batch of users at a time.
 
-use super::planning::Step;
-use super::{manifests, plan_batches, Ctx, Sink, Stdout};
+use super::Ctx;
 use crate::cli::PlanFormat;
 use crate::error::{CmdResult, Exit, Failure};
+use crate::ops::load::{manifests, unprotected_warning};
+use crate::ops::plan::{plan_batches, Step};
 use crate::plan::{Plan, Summary};
+use crate::printer::{Sink, Stdout};
 use crate::render::{self, End, PlanWriter};
 use crate::sources::io_reason;
 use std::collections::BTreeMap;
@@ -28,7 +30,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     ctx.warn_skipped_links(&input.skipped_links);
     let policy = ctx.policy()?;
     let st = ctx.open_store()?;
-    let unprotected = ctx.unprotected_warning(&st, &policy)?;
+    let unprotected = unprotected_warning(&st, &policy)?;
     let mut writer: Box<dyn PlanWriter> = match opts.format {
         PlanFormat::Text => Box::new(render::text::Writer::new(ctx.style)),
         PlanFormat::Json => Box::new(render::json::Writer::new(opts.diff)),

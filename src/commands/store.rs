@@ -1,10 +1,11 @@
 //! `mfactl store import FILE` / `mfactl store export`.
 
-use super::{out_with, Ctx};
+use super::Ctx;
 use crate::cli::DirectoryFormat;
-use crate::error::{CmdResult, Exit, Failure};
+use crate::error::{CmdResult, Exit, Failure, Kind};
 use crate::model::{Group, Timestamp, User};
 use crate::policy::{Policy, RoleName};
+use crate::printer::out_with;
 use crate::sources;
 use crate::store::{self, Store};
 use crate::util::escape_text;
@@ -22,7 +23,7 @@ pub fn import(ctx: &Ctx, file: &Path, format: Option<DirectoryFormat>) -> CmdRes
         Some("jsonl" | "ndjson") => DirectoryFormat::Jsonl,
         _ => DirectoryFormat::Yaml,
     });
-    let mut progress = super::Progress::new(ctx, "importing users");
+    let mut progress = ctx.progress("importing users");
     // Role names are checked against the policies in force, as plans will read them.
     let policy = ctx.policy()?;
     let mut roles = RoleCheck::new(&policy);
@@ -35,7 +36,7 @@ pub fn import(ctx: &Ctx, file: &Path, format: Option<DirectoryFormat>) -> CmdRes
             lines
         };
         lines.push("error: nothing was imported".into());
-        Failure::many(Exit::Error, lines)
+        Failure::many(Kind::Invalid, lines)
     };
     let (g, u, rev) = match format {
         DirectoryFormat::Jsonl => {
@@ -138,7 +139,7 @@ fn import_text_with(
     let dir = store::directory_parse(name, text).map_err(|lines| {
         let mut lines = lines;
         lines.push("error: nothing was imported".into());
-        Failure::many(Exit::Error, lines)
+        Failure::many(Kind::Invalid, lines)
     })?;
     if let Some(r) = roles {
         // Afresh: the streamed pass may have seen some users before it declined.
@@ -146,7 +147,7 @@ fn import_text_with(
         if !r.accept(0, &dir.users) {
             let mut lines = r.refusals(name, text);
             lines.push("error: nothing was imported".into());
-            return Err(Failure::many(Exit::Error, lines));
+            return Err(Failure::many(Kind::Invalid, lines));
         }
     }
     let imported = store::import_with_progress(st, name, &dir, progress)?;

@@ -1,43 +1,36 @@
 //! `mfactl validate`: every check of docs/manifests.md, every problem in one run.
 
-use super::{out, parse_all, Ctx};
+use super::Ctx;
 use crate::cli::ValidateFormat;
-use crate::error::{CmdResult, Exit, Failure};
+use crate::error::{CmdResult, Exit};
 use crate::manifest::{self, Located};
+use crate::ops::load::{self, invalid};
+use crate::printer::out;
 use crate::sources;
 use std::path::PathBuf;
 
 pub fn run(ctx: &Ctx, paths: &[PathBuf], offline: bool, format: ValidateFormat) -> CmdResult {
-    let found = sources::read(paths).map_err(|lines| Failure::many(Exit::Error, lines))?;
-    let files = found.files;
+    let input = load::manifests(paths)?;
     if format == ValidateFormat::Github {
-        out(&found
+        out(&input
             .skipped_links
             .iter()
             .map(|l| github_warning(l, &sources::skipped_link_warning(l)))
             .collect::<String>());
     }
-    ctx.warn_skipped_links(&found.skipped_links);
+    ctx.warn_skipped_links(&input.skipped_links);
     let policy = ctx.policy()?;
-    let (ms, mut problems) = parse_all(&files);
-    problems.extend(crate::plan::check_offline(&ms, &policy, ctx.now));
+    let mut problems = load::offline_problems(&input, &policy, ctx.now);
     if !offline {
         // Whether the named users and groups exist; no user's state is loaded.
-        let st = ctx.open_store()?;
-        let needs = crate::plan::needs(&ms);
-        let users = crate::store::existing_users(st.conn(), st.path(), &needs.user_keys)?;
-        let groups = crate::store::load_groups(st.conn(), st.path())?;
-        problems.extend(crate::plan::check_known_in(
-            &ms,
-            &|k| users.contains(k),
-            &|g| groups.contains_key(g),
-        ));
+        problems.extend(load::unknown_names(&ctx.open_store()?, &input.manifests)?);
     }
-    let located = manifest::locate_all(problems, &files);
+    let (ms, files) = (&input.manifests, &input.files);
+    let located = manifest::locate_all(problems, files);
     match format {
         ValidateFormat::Text => {
             if !located.is_empty() {
-                return Err(super::invalid(located));
+                return Err(invalid(located));
             }
         }
         ValidateFormat::Json => out(&format!(

@@ -29,22 +29,22 @@ const DAEMON_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
     if ctx.actor.is_none() && !opts.detect_only {
-        return Err(Failure::error(
+        return Err(Failure::invalid(
             "watch applies changes, so it needs an actor: pass --actor ID or set MFACTL_ACTOR \
              (or use --detect-only to report drift without applying)",
         ));
     }
     let secs = crate::policy::parse_duration(&opts.interval)
-        .map_err(|m| Failure::error(format!("--interval: {m}")))?;
+        .map_err(|m| Failure::invalid(format!("--interval: {m}")))?;
     if !(1..=MAX_INTERVAL_SECS).contains(&secs) {
-        return Err(Failure::error(format!(
+        return Err(Failure::invalid(format!(
             "--interval {}: must be between 1s and 366d",
             crate::util::escape_text(&opts.interval)
         )));
     }
     if let Some(dir) = &opts.credentials_dir {
         if !dir.is_dir() {
-            return Err(Failure::error(format!(
+            return Err(Failure::invalid(format!(
                 "--credentials-dir {}: not an existing directory; create it (mode 0700) first",
                 dir.display()
             )));
@@ -53,7 +53,7 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
     // Fail at startup on what no reconcile could fix: a missing or foreign store, bad policies.
     let st = ctx.open_store()?;
     let policy = ctx.policy()?;
-    let unprotected = ctx.unprotected_warning(&st, &policy)?;
+    let unprotected = crate::ops::load::unprotected_warning(&st, &policy)?;
     drop(st);
     init_logging(&ctx, opts.log_format);
     watch::log_panics();
@@ -83,7 +83,7 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
         },
     };
     if opts.once {
-        return Ok(watch::once(&ctx, &settings));
+        return Ok(watch::once(&ctx.settings, &settings));
     }
     let daemon = Daemon {
         interval: Duration::from_secs(secs as u64),
@@ -93,7 +93,11 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
         .enable_all()
         .build()
         .map_err(|e| Failure::error(format!("cannot start the runtime: {e}")))?;
-    let result = rt.block_on(watch::run(Arc::new(ctx), Arc::new(settings), daemon));
+    let result = rt.block_on(watch::run(
+        Arc::new(ctx.settings.clone()),
+        Arc::new(settings),
+        daemon,
+    ));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
 }

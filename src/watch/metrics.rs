@@ -137,7 +137,7 @@ impl Metrics {
         if let Some(valid) = r.manifests_valid {
             self.manifests_valid.set(i64::from(valid));
         }
-        let at = super::reconcile::wall_clock();
+        let at = crate::ops::wall_clock();
         if r.outcome.is_success() {
             self.last_success.set(at.unix() as f64);
         }

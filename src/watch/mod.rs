@@ -10,8 +10,8 @@ pub mod files;
 pub mod metrics;
 pub mod reconcile;
 
-use crate::commands::Ctx;
 use crate::error::{Exit, Failure};
+use crate::ops;
 use crate::util::escape_text;
 use files::{Note, Signal, Watches};
 use metrics::Metrics;
@@ -87,14 +87,18 @@ pub fn log_panics() {
 }
 
 /// `watch --once`: one reconcile on this thread, logged, and apply's exit code.
-pub fn once(ctx: &Ctx, settings: &Settings) -> Exit {
-    let report = reconcile::reconcile(ctx, settings);
+pub fn once(base: &ops::Settings, settings: &Settings) -> Exit {
+    let report = reconcile::reconcile(base, settings);
     log_report(Trigger::Start, &report, settings);
     report.outcome.exit()
 }
 
 /// Runs the daemon until SIGINT or SIGTERM; `Ok(Exit::Ok)` after a clean shutdown.
-pub async fn run(ctx: Arc<Ctx>, settings: Arc<Settings>, daemon: Daemon) -> Result<Exit, Failure> {
+pub async fn run(
+    base: Arc<ops::Settings>,
+    settings: Arc<Settings>,
+    daemon: Daemon,
+) -> Result<Exit, Failure> {
     let metrics = Arc::new(Metrics::new());
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let server = match &daemon.metrics_addr {
@@ -154,10 +158,10 @@ pub async fn run(ctx: Arc<Ctx>, settings: Arc<Settings>, daemon: Daemon) -> Resu
     let mut backoff = BACKOFF_START;
 
     let start = |t: Trigger| {
-        let (ctx, settings) = (ctx.clone(), settings.clone());
+        let (base, settings) = (base.clone(), settings.clone());
         (
             t,
-            tokio::task::spawn_blocking(move || reconcile::reconcile(&ctx, &settings)),
+            tokio::task::spawn_blocking(move || reconcile::reconcile(&base, &settings)),
         )
     };
     if let Some(t) = sched.trigger(Trigger::Start) {

@@ -1,13 +1,16 @@
 //! One reconcile: reload every manifest and the policies, plan, and (unless detecting only) apply
-//! all or nothing — the CLI's own `compute_plan` and `apply_locked`, with no decision of its own.
+//! all or nothing — the CLI's own `ops::plan::compute_plan` and `ops::apply::apply_locked`, with
+//! no decision of its own.
 //!
 //! It runs on a blocking thread (SQLite and argon2 block) and prints nothing: it returns a
 //! [`Report`] that the loop logs and turns into metrics.
 
-use crate::commands::apply::{apply_locked, Options as ApplyOptions};
-use crate::commands::{compute_plan, credentials, manifests, Ctx, Loaded};
-use crate::error::{Exit, Failure};
+use crate::error::{Exit, Failure, Kind};
 use crate::model::{Action, ActionKind, Timestamp};
+use crate::ops::apply::{apply_locked, Options as ApplyOptions};
+use crate::ops::load::{self, manifests, Loaded};
+use crate::ops::plan::compute_plan;
+use crate::ops::{self, credentials};
 use crate::plan::Plan;
 use crate::store::{Store, StoreError};
 use crate::util::escape_text;
@@ -104,6 +107,17 @@ impl Outcome {
         matches!(self, Outcome::Applied | Outcome::InSync | Outcome::Drift)
     }
 
+    /// The outcome of a reconcile that failed with a failure of `kind`.
+    pub fn of(kind: Kind) -> Outcome {
+        match kind {
+            Kind::Invalid => Outcome::Invalid,
+            Kind::Denied => Outcome::Denied,
+            Kind::NeedsCredentials => Outcome::NeedsCredentials,
+            Kind::Locked => Outcome::Locked,
+            Kind::Conflict | Kind::Error => Outcome::Error,
+        }
+    }
+
     /// `watch --once` exits with apply's code for the same situation.
     pub fn exit(self) -> Exit {
         match self {
@@ -184,30 +198,13 @@ impl Report {
     }
 }
 
-/// "Now" for this reconcile: `MFACTL_NOW` when set (reproducible runs and tests), else the clock.
-/// `Ctx::now` is fixed at startup; a daemon must not plan with a stale clock.
-pub fn now() -> Timestamp {
-    match std::env::var("MFACTL_NOW") {
-        Ok(s) if !s.is_empty() => Timestamp::parse(&s).unwrap_or_else(|_| wall_clock()),
-        _ => wall_clock(),
-    }
-}
-
-pub fn wall_clock() -> Timestamp {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Timestamp::from_unix(secs)
-}
-
 /// Reloads everything and plans; applies unless `settings.detect_only`. A panic (a bug; no input
 /// should cause one) ends only this reconcile: its transaction rolls back as it unwinds, and the
 /// report says what happened, so the daemon keeps its last good state and keeps running.
-pub fn reconcile(ctx: &Ctx, settings: &Settings) -> Report {
+pub fn reconcile(base: &ops::Settings, settings: &Settings) -> Report {
     let started = Instant::now();
     // Nothing outlives a reconcile but the report: it reloads everything and opens its own store.
-    let mut report = match std::panic::catch_unwind(AssertUnwindSafe(|| run(ctx, settings))) {
+    let mut report = match std::panic::catch_unwind(AssertUnwindSafe(|| run(base, settings))) {
         Ok(report) => report,
         Err(payload) => panicked(panic_message(payload.as_ref())),
     };
@@ -250,7 +247,7 @@ fn failpoint_panic() {
     }
 }
 
-fn run(ctx: &Ctx, settings: &Settings) -> Report {
+fn run(base: &ops::Settings, settings: &Settings) -> Report {
     let input = match load_stable(&settings.paths) {
         Ok(input) => input,
         Err(f) => {
@@ -259,7 +256,7 @@ fn run(ctx: &Ctx, settings: &Settings) -> Report {
             return r;
         }
     };
-    let mut report = run_loaded(ctx, settings, &input);
+    let mut report = run_loaded(base, settings, &input);
     report.warnings = input
         .skipped_links
         .iter()
@@ -269,26 +266,27 @@ fn run(ctx: &Ctx, settings: &Settings) -> Report {
 }
 
 /// [`run`], once the manifests are read.
-fn run_loaded(ctx: &Ctx, settings: &Settings, input: &Loaded) -> Report {
-    let now = now();
+fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Report {
+    // `MFACTL_NOW` was checked at startup; a daemon must not plan with a stale clock.
+    let now = ops::now().unwrap_or_else(|_| ops::wall_clock());
     // Invalid policies are like invalid manifests: logged, nothing applied, the store left in
     // the state the last good ones gave, and the next save reconciles again.
-    let policy = match ctx.policy() {
-        Ok(p) => p,
+    let policy = match load::policies(base) {
+        Ok(p) => p.policy,
         Err(f) => return Report::failed(Outcome::Invalid, f),
     };
-    let mut st = match Store::open(&ctx.store, settings.lock_wait) {
+    let mut st = match Store::open(&base.store, settings.lock_wait) {
         Ok(st) => st,
         Err(e) => return store_failure(e),
     };
     let path = st.path().to_path_buf();
     if settings.detect_only {
-        return match compute_plan(st.conn(), &path, input, &policy, ctx.actor.as_deref(), now) {
+        return match compute_plan(st.conn(), &path, input, &policy, base.actor.as_deref(), now) {
             Ok(plan) => detected(&plan),
             Err(f) => plan_failure(f),
         };
     }
-    let Some(actor) = ctx.actor.as_deref() else {
+    let Some(actor) = base.actor.as_deref() else {
         return Report::failed(Outcome::Error, Failure::error("watch needs an actor"));
     };
     let tx = match st.begin() {
@@ -325,7 +323,6 @@ fn plan_and_apply(
     #[cfg(feature = "failpoints")]
     failpoint_panic();
     let opts = ApplyOptions {
-        auto_approve: true,
         allow_large: false,
         credentials_out: settings
             .credentials_dir
@@ -351,17 +348,7 @@ fn plan_and_apply(
             r
         }
         Err(f) => {
-            let outcome = match f.code {
-                Exit::Denied => Outcome::Denied,
-                Exit::Conflict => Outcome::Locked,
-                _ if settings.credentials_dir.is_none()
-                    && resets(&plan) > 0
-                    && f.lines.iter().any(|l| l.contains("--credentials-out")) =>
-                {
-                    Outcome::NeedsCredentials
-                }
-                _ => Outcome::Error,
-            };
+            let outcome = Outcome::of(f.kind);
             let mut r = if outcome == Outcome::NeedsCredentials {
                 Report::failed(outcome, needs_credentials(&plan))
             } else {
@@ -426,40 +413,19 @@ fn detected(plan: &Plan) -> Report {
     r
 }
 
-/// A failure of `compute_plan`: invalid manifests (located problems), or the store.
+/// A failure of `compute_plan`: invalid manifests, or the store.
 fn plan_failure(f: Failure) -> Report {
-    match f.code {
-        Exit::Conflict => Report::failed(Outcome::Locked, f),
-        _ if is_invalid_manifests(&f) => {
-            let mut r = Report::failed(Outcome::Invalid, f);
-            r.manifests_valid = Some(false);
-            r
-        }
-        _ => Report::failed(Outcome::Error, f),
+    let invalid = f.kind == Kind::Invalid;
+    let mut r = Report::failed(Outcome::of(f.kind), f);
+    if invalid {
+        r.manifests_valid = Some(false);
     }
-}
-
-/// `commands::invalid` ends its failure with this verdict; store errors never do.
-fn is_invalid_manifests(f: &Failure) -> bool {
-    f.lines
-        .last()
-        .is_some_and(|l| l.ends_with("in the manifests; nothing was planned or applied"))
+    r
 }
 
 fn store_failure(e: StoreError) -> Report {
-    let outcome = if e.is_lock_timeout() {
-        Outcome::Locked
-    } else {
-        Outcome::Error
-    };
-    Report::failed(outcome, e.into())
-}
-
-fn resets(plan: &Plan) -> usize {
-    plan.changes
-        .iter()
-        .filter(|c| matches!(c.action, Action::ResetPassword { .. }))
-        .count()
+    let f = Failure::from(e);
+    Report::failed(Outcome::of(f.kind), f)
 }
 
 fn needs_credentials(plan: &Plan) -> Failure {
@@ -469,11 +435,14 @@ fn needs_credentials(plan: &Plan) -> Failure {
         .filter(|c| matches!(c.action, Action::ResetPassword { .. }))
         .map(|c| escape_text(&c.user).into_owned())
         .collect();
-    Failure::error(format!(
-        "the plan resets the password of {}; restart watch with --credentials-dir DIR to receive \
+    Failure::new(
+        Kind::NeedsCredentials,
+        format!(
+            "the plan resets the password of {}; run watch with --credentials-dir DIR to receive \
          the temporary passwords; nothing was applied",
-        users.join(", ")
-    ))
+            users.join(", ")
+        ),
+    )
 }
 
 fn users_of(plan: &Plan) -> Vec<String> {
@@ -488,9 +457,9 @@ mod tests {
 
     #[test]
     fn invalid_manifests_are_told_apart_from_store_errors() {
-        let invalid = crate::commands::invalid(Vec::new());
-        assert!(is_invalid_manifests(&invalid));
-        assert_eq!(plan_failure(invalid).outcome, Outcome::Invalid);
+        let invalid = plan_failure(crate::ops::load::invalid(Vec::new()));
+        assert_eq!(invalid.outcome, Outcome::Invalid);
+        assert_eq!(invalid.manifests_valid, Some(false));
         let store: Failure = StoreError::Invalid("store x: broken".into()).into();
         assert_eq!(plan_failure(store).outcome, Outcome::Error);
         let locked: Failure =

@@ -11,7 +11,7 @@
 //! them), and is deleted otherwise. A pending file still locked belongs to a running apply and is
 //! left alone.
 
-use super::Ctx;
+use super::Settings;
 use crate::error::Failure;
 use crate::model::{key_of, Secret};
 use crate::sources::io_reason;
@@ -232,24 +232,18 @@ fn split_pending(name: &OsStr) -> Option<(&OsStr, &str)> {
 
 /// `apply --credentials-out FILE`: settles FILE's leftovers before anything else (even a saved
 /// plan already applied then still hands over its passwords), under the store's write lock, so
-/// that no running apply is judged halfway. Prints what it did as warnings.
-pub fn settle_before_apply(ctx: &Ctx, target: Option<&Path>) -> Result<(), Failure> {
-    let Some(target) = target else {
-        return Ok(());
-    };
+/// that no running apply is judged halfway. One line per leftover says what became of it.
+pub fn settle_before_apply(settings: &Settings, target: &Path) -> Result<Vec<String>, Failure> {
     let found = leftovers_of(target);
     if found.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let mut st = ctx.open_store()?;
+    let mut st = settings.open_store()?;
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
     let notes = settle(&tx, &path, &found)?;
     drop(tx); // nothing was written
-    for n in notes {
-        eprintln!("warning: {n}");
-    }
-    Ok(())
+    Ok(notes)
 }
 
 /// Settles leftovers; the caller holds the store's write lock. One line per leftover says what

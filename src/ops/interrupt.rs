@@ -67,11 +67,9 @@ pub fn signal_name(sig: i32) -> &'static str {
     signal_hook::low_level::signal_name(sig).unwrap_or("a signal")
 }
 
-/// Prints `failure` and ends the process by `sig`'s default action, as if it had not been caught.
-pub fn die_of(sig: i32, failure: &Failure) -> ! {
-    for line in &failure.lines {
-        eprintln!("{line}");
-    }
+/// Ends the process by `sig`'s default action, as if it had not been caught (the shell has
+/// printed why the apply stopped).
+pub fn die_of(sig: i32) -> ! {
     let _ = signal_hook::low_level::emulate_default_handler(sig);
     // Only if the signal's default action does not end the process (never for SIGINT/SIGTERM).
     std::process::exit(128 + sig)
@@ -83,7 +81,6 @@ pub fn die_of(sig: i32, failure: &Failure) -> ! {
 pub fn failpoint_wait(name: &str, until: &dyn Fn() -> bool) {
     #[cfg(feature = "failpoints")]
     if std::env::var("MFACTL_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: waiting");
         if let Some(mark) = std::env::var_os("MFACTL_FAILPOINT_MARK") {
             let _ = std::fs::write(mark, name);
         }

@@ -3,7 +3,7 @@
 //! `all-users`. No plan holds all its users at once (and, when its consumer renders each batch as
 //! it comes, nor all its changes): a plan of a million users takes a few megabytes.
 
-use super::{invalid, Loaded};
+use super::load::{invalid, offline_problems, Loaded};
 use crate::error::Failure;
 use crate::manifest;
 use crate::model::{key_of, Timestamp, User};
@@ -130,8 +130,7 @@ pub fn plan_batches(
                 actor,
             )
         };
-        let mut problems = input.problems.clone();
-        problems.extend(plan::check_offline(&input.manifests, policy, now));
+        let mut problems = offline_problems(input, policy, now);
         problems.extend(plan::check_known_in(
             &input.manifests,
             &|k| known.contains(k),
