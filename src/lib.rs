@@ -2,7 +2,7 @@
 //!
 //! 1. The ground floor, [`util`]: escaping, hex, the timestamp formatter. Imports nothing of ours.
 //! 2. The pure core: [`model`], [`manifest`], [`policy`], [`plan`] (the decision), [`audit`],
-//!    [`directory`] (the directory format), [`saved`] (the saved-plan format) and [`render`]. No
+//!    [`directory`] (the directory format), [`examples`] (the built-in example tenant), [`saved`] (the saved-plan format) and [`render`]. No
 //!    I/O, no clock, no SQL.
 //! 3. The edges: [`store`] (all SQL) and [`sources`] (manifest files).
 //! 4. [`ops`]: the workflows the commands and the daemon share, returning values and a typed
@@ -17,7 +17,8 @@ pub mod util;
 
 // 2. Pure core.
 pub mod audit;
-// pub mod directory;
+pub mod directory;
+pub mod examples;
 pub mod manifest;
 pub mod model;
 pub mod plan;

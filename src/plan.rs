@@ -1,4 +1,5 @@
-//! The decision: `plan(manifests, actual, policy, actor, now) -> Plan`, a pure function.
+//! The decision: `plan(manifests, actual, policy, actor, now) -> (changes, skipped)`, a pure
+//! function, called by production a batch of users at a time and by the tests on whole tenants.
 //!
 //! It resolves selectors against the users the store loaded, merges every manifest's settings per
 //! user and field (latest timestamp wins, `app-passwords: none` wins over nothing), compares the
@@ -318,8 +319,11 @@ const KINDS: [ActionKind; 5] = [
 /// [`KINDS`] order, every `(timestamp, manifest)` that asks for it (app passwords carry no time).
 type Wants<'a, 'm> = BTreeMap<&'a str, (&'a User, [Vec<(Option<Timestamp>, &'m str)>; 5])>;
 
-/// The whole decision. Returns the located-by-path problems instead when the manifests are invalid.
-pub fn plan(
+/// The checks every plan runs first, then [`plan`] over all of `actual`, as one [`Plan`]: what
+/// the tests and the fuzz target call. Returns the problems instead when the manifests are
+/// invalid. (`ops::plan` makes the same checks against the store, then calls [`plan`] a batch of
+/// users at a time.)
+pub fn checked_plan(
     manifests: &[Manifest],
     actual: &Actual,
     policy: &Policy,
@@ -331,7 +335,7 @@ pub fn plan(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let (changes, skipped) = plan_users(manifests, actual, policy, actor, now);
+    let (changes, skipped) = plan(manifests, actual, policy, actor, now);
     Ok(Plan {
         id: String::new(),
         created_at: now,
@@ -343,11 +347,12 @@ pub fn plan(
     })
 }
 
-/// The changes and skips of [`plan`] for the users in `actual`, without its checks (the caller
-/// has made them). Selectors resolve against `actual.users` only, and changes come in user key
+/// The decision: the changes (each with the policy's verdict) and the protected users skipped,
+/// for the users in `actual`, once the manifests have passed their checks ([`check_offline`],
+/// [`check_known_in`]). Selectors resolve against `actual.users` only, and changes come in user key
 /// order, so planning a directory in key-ordered batches of users and concatenating the results
 /// gives exactly the plan of the whole: a whole-directory plan never holds the whole directory.
-pub fn plan_users(
+pub fn plan(
     manifests: &[Manifest],
     actual: &Actual,
     policy: &Policy,

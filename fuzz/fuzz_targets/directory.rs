@@ -5,8 +5,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = mfactl::store::directory_parse("fuzz.yaml", text);
-    if let Some(fast) = mfactl::store::plain_yaml::users(text) {
+    let _ = mfactl::directory::parse("fuzz.yaml", text);
+    if let Some(fast) = mfactl::directory::plain_yaml::users(text) {
         let slow: Result<Vec<mfactl::model::User>, _> = serde_yaml::from_str(text);
         assert_eq!(Some(fast), slow.ok(), "the plain reader disagrees with serde_yaml");
     }

@@ -2,7 +2,7 @@
 //! and a user or group that parses is written back as a line that parses to the same value.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mfactl::store::jsonl::{parse_line, write_group, write_user, Line};
+use mfactl::directory::jsonl::{parse_line, write_group, write_user, Line};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

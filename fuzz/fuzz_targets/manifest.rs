@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let actual = mfactl::plan::Actual::default();
     problems.extend(mfactl::plan::check_known(&manifests, &actual));
     let _ = locate_all(problems, &[file]);
-    let _ = mfactl::plan::plan(&manifests, &actual, &policy, &mfactl::policy::Actor::None, Timestamp::from_unix(1_796_000_000));
+    let _ = mfactl::plan::checked_plan(&manifests, &actual, &policy, &mfactl::policy::Actor::None, Timestamp::from_unix(1_796_000_000));
 
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if guard::check_nesting(text).is_ok() {

@@ -6,6 +6,7 @@
 
 use super::Ctx;
 use crate::error::{CmdResult, Exit, Failure, Kind};
+use crate::examples::{DIRECTORY, EXAMPLE_ADMIN, GLOBAL_ADMIN, MANIFESTS};
 use crate::manifest::SourceFile;
 use crate::model::Timestamp;
 use crate::ops::apply::{self, Applied, Options};
@@ -18,28 +19,6 @@ use crate::render;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 
-pub const DIRECTORY: &str = include_str!("../../examples/directory.yaml");
-pub const MANIFESTS: [(&str, &str); 4] = [
-    (
-        "examples/manifests/contractors.yaml",
-        include_str!("../../examples/manifests/contractors.yaml"),
-    ),
-    (
-        "examples/manifests/offboarding-2026-11.yaml",
-        include_str!("../../examples/manifests/offboarding-2026-11.yaml"),
-    ),
-    (
-        "examples/manifests/stolen-laptop-carol.yaml",
-        include_str!("../../examples/manifests/stolen-laptop-carol.yaml"),
-    ),
-    (
-        "examples/manifests/tenant-wide-revocation.yaml",
-        include_str!("../../examples/manifests/tenant-wide-revocation.yaml"),
-    ),
-];
-pub const EXAMPLE_ADMIN: &str = "erin@contoso.example";
-pub const GLOBAL_ADMIN: &str = "gary@contoso.example";
-
 const DB: &str = "demo.db";
 const CREDENTIALS: &str = "demo-credentials.txt";
 
@@ -49,7 +28,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         remove_if_present(Path::new(f))?;
     }
     let (mut st, _) = Store::init(&db, ctx.lock_timeout)?;
-    let (g, u, _) = super::store::import_text(&mut st, "examples/directory.yaml", DIRECTORY)?;
+    let (g, u, _) = crate::ops::import::import_text(&mut st, "examples/directory.yaml", DIRECTORY)?;
     let files: Vec<SourceFile> = MANIFESTS
         .iter()
         .map(|(p, t)| SourceFile {

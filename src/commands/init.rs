@@ -12,10 +12,10 @@ pub fn run(ctx: &Ctx, demo: bool) -> CmdResult {
         ctx.status(&format!("Store {} is up to date.", ctx.store.display()));
     }
     if demo {
-        let (g, u, rev) = super::store::import_text(
+        let (g, u, rev) = crate::ops::import::import_text(
             &mut store,
             "examples/directory.yaml",
-            super::demo::DIRECTORY,
+            crate::examples::DIRECTORY,
         )?;
         ctx.status(&format!(
             "Imported the demo directory: {u} users, {g} groups (store revision {rev})."

@@ -8,7 +8,7 @@ pub fn run(ctx: &Ctx, user: &str) -> CmdResult {
     let st = ctx.open_store()?;
     match crate::store::show(&st, user)? {
         Some(u) => {
-            out(&super::store::to_yaml(&u)?);
+            out(&crate::directory::yaml::to_yaml(&u).map_err(Failure::error)?);
             Ok(Exit::Ok)
         }
         None => Err(Failure::error(format!(

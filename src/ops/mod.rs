@@ -5,6 +5,8 @@
 
 pub mod apply;
 pub mod credentials;
+pub mod export;
+pub mod import;
 pub mod interrupt;
 pub mod load;
 pub mod plan;

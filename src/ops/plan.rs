@@ -169,8 +169,7 @@ pub fn plan_batches(
                     groups: groups.clone(),
                     revision,
                 };
-                let (changes, skipped) =
-                    plan::plan_users(&input.manifests, &batch, policy, &who, now);
+                let (changes, skipped) = plan::plan(&input.manifests, &batch, policy, &who, now);
                 f(changes, skipped, &batch)
             };
             if let Some(keys) = &keys {
@@ -196,7 +195,7 @@ pub fn plan_batches(
                 groups: groups.clone(),
                 revision,
             };
-            let (changes, skipped) = plan::plan_users(&input.manifests, &batch, policy, &who, now);
+            let (changes, skipped) = plan::plan(&input.manifests, &batch, policy, &who, now);
             let fingerprints = plan::fingerprints(&changes, &batch);
             let mut d = digest();
             d.add_changes(&changes, &fingerprints);

@@ -5,7 +5,7 @@
 //! tables of docs/store.md ("When a setting is satisfied"), and check idempotence (apply the plan,
 //! plan again: nothing) and independence of manifest and entry order.
 
-use super::{plan, simulate, Actual, Plan, Skip, Slice, Val};
+use super::{checked_plan, simulate, Actual, Plan, Skip, Slice, Val};
 use crate::manifest::locate::Seg;
 use crate::manifest::{Entry, Manifest, Problem, Selector, Settings, Where};
 use crate::model::{
@@ -173,12 +173,12 @@ fn protecting(ids: &[&str]) -> Policy {
 
 /// Plans with the default policy, no actor, at `now()`; panics on problems.
 fn run(manifests: &[Manifest], actual: &Actual) -> Plan {
-    plan(manifests, actual, &Policy::defaults(), &Actor::None, now())
+    checked_plan(manifests, actual, &Policy::defaults(), &Actor::None, now())
         .unwrap_or_else(|p| panic!("unexpected problems: {p:#?}"))
 }
 
 fn problems(manifests: &[Manifest], actual: &Actual, policy: &Policy) -> Vec<Problem> {
-    match plan(manifests, actual, policy, &Actor::None, now()) {
+    match checked_plan(manifests, actual, policy, &Actor::None, now()) {
         Ok(p) => panic!("expected problems, got a plan: {p:#?}"),
         Err(problems) => problems,
     }
@@ -652,7 +652,7 @@ fn protected_users_are_skipped_by_group_and_all_users() {
             )],
         ),
     ];
-    let p = plan(&manifests, &actual, &policy, &Actor::None, now()).expect("a plan");
+    let p = checked_plan(&manifests, &actual, &policy, &Actor::None, now()).expect("a plan");
     assert!(
         p.changes
             .iter()
@@ -669,7 +669,8 @@ fn protected_users_are_skipped_by_group_and_all_users() {
         }]
     );
     // Without the guardrail the same manifests would change the user.
-    let p = plan(&manifests, &actual, &protecting(&[]), &Actor::None, now()).expect("a plan");
+    let p =
+        checked_plan(&manifests, &actual, &protecting(&[]), &Actor::None, now()).expect("a plan");
     assert!(p.skipped.is_empty());
     let bg: Vec<ActionKind> = p
         .changes
@@ -806,7 +807,7 @@ fn timestamps_beyond_the_allowed_skew_are_errors() {
             vec![entry(Selector::AllUsers, &[], make(edge))],
         )];
         assert!(
-            plan(&at_edge, &actual, &Policy::defaults(), &Actor::None, now()).is_ok(),
+            checked_plan(&at_edge, &actual, &Policy::defaults(), &Actor::None, now()).is_ok(),
             "{field} at exactly now + skew is allowed"
         );
         let beyond = [manifest(
@@ -831,7 +832,7 @@ fn timestamps_beyond_the_allowed_skew_are_errors() {
         "m",
         vec![entry(Selector::AllUsers, &[], sessions_before(over))],
     )];
-    assert!(plan(&beyond, &actual, &wide, &Actor::None, now()).is_ok());
+    assert!(checked_plan(&beyond, &actual, &wide, &Actor::None, now()).is_ok());
 }
 
 #[test]
@@ -864,7 +865,7 @@ fn duplicate_manifest_names_are_an_error() {
     // Distinct names are fine.
     let mut c = a.clone();
     c.name = "other".into();
-    assert!(plan(&[a, c], &actual, &Policy::defaults(), &Actor::None, now()).is_ok());
+    assert!(checked_plan(&[a, c], &actual, &Policy::defaults(), &Actor::None, now()).is_ok());
 }
 
 #[test]
@@ -1068,7 +1069,7 @@ fn reset_password_sets_at_max_of_now_and_t_and_then_the_plan_is_empty() {
         let after = apply_all(&actual, &p);
         assert!(run(&manifests, &after).changes.is_empty());
         // Still nothing to do later, and after the user changed the password.
-        let later = plan(
+        let later = checked_plan(
             &manifests,
             &after,
             &Policy::defaults(),
@@ -1139,7 +1140,7 @@ fn without_an_actor_verdicts_are_none_and_could_approve_lists_roles() {
 fn a_helpdesk_administrator_may_reset_passwords_but_not_revoke_sessions() {
     let (actual, manifests) = verdict_fixture();
     let actor = known("erin@contoso.example", &["helpdesk-administrator"]);
-    let p = plan(&manifests, &actual, &Policy::defaults(), &actor, now()).unwrap();
+    let p = checked_plan(&manifests, &actual, &Policy::defaults(), &actor, now()).unwrap();
     assert_eq!(p.actor.as_deref(), Some("erin@contoso.example"));
     let alice_changes: Vec<&super::Change> = p
         .changes
@@ -1177,7 +1178,7 @@ fn a_helpdesk_administrator_may_reset_passwords_but_not_revoke_sessions() {
     assert!(admin_reset.is_denied(), "{:?}", admin_reset.verdict);
     assert_eq!(p.summary().denied, 9);
     // A global administrator may do everything.
-    let p = plan(
+    let p = checked_plan(
         &manifests,
         &actual,
         &Policy::defaults(),
@@ -1652,7 +1653,7 @@ proptest! {
     /// Apply every change, plan again: nothing left to do (settings are states: docs/manifests.md).
     #[test]
     fn prop_applying_a_plan_makes_the_next_plan_empty(s in arb_scenario(), actor in arb_actor()) {
-        let p1 = plan(&s.manifests, &s.actual, &s.policy, &actor, now())
+        let p1 = checked_plan(&s.manifests, &s.actual, &s.policy, &actor, now())
             .map_err(|e| TestCaseError::fail(format!("problems: {e:#?}")))?;
         if matches!(actor, Actor::Known { .. }) {
             for c in &p1.changes {
@@ -1665,12 +1666,12 @@ proptest! {
             prop_assert!(p1.changes.iter().all(|c| c.verdict.is_none()));
         }
         let after = apply_all(&s.actual, &p1);
-        let p2 = plan(&s.manifests, &after, &s.policy, &actor, now())
+        let p2 = checked_plan(&s.manifests, &after, &s.policy, &actor, now())
             .map_err(|e| TestCaseError::fail(format!("problems: {e:#?}")))?;
         prop_assert!(p2.changes.is_empty(), "second plan not empty: {:#?}", p2.changes);
         prop_assert_eq!(&p2.skipped, &p1.skipped);
         // Nor later, when the clock has moved on.
-        let p3 = plan(&s.manifests, &after, &s.policy, &actor, now().plus_secs(7 * 86_400))
+        let p3 = checked_plan(&s.manifests, &after, &s.policy, &actor, now().plus_secs(7 * 86_400))
             .map_err(|e| TestCaseError::fail(format!("problems: {e:#?}")))?;
         prop_assert!(p3.changes.is_empty(), "later plan not empty: {:#?}", p3.changes);
         // Users the plan did not touch are unchanged.
@@ -1685,7 +1686,7 @@ proptest! {
     /// The plan equals what the tables of docs/store.md say, change by change (and in order).
     #[test]
     fn prop_plan_matches_the_reference_model(s in arb_scenario()) {
-        let p = plan(&s.manifests, &s.actual, &s.policy, &Actor::None, now())
+        let p = checked_plan(&s.manifests, &s.actual, &s.policy, &Actor::None, now())
             .map_err(|e| TestCaseError::fail(format!("problems: {e:#?}")))?;
         let (changes, skipped) = reference(&s, now());
         prop_assert_eq!(observed(&p), changes);
@@ -1700,7 +1701,7 @@ proptest! {
         actor in arb_actor(),
         seed in any::<u64>(),
     ) {
-        let base = plan(&s.manifests, &s.actual, &s.policy, &actor, now())
+        let base = checked_plan(&s.manifests, &s.actual, &s.policy, &actor, now())
             .map_err(|e| TestCaseError::fail(format!("problems: {e:#?}")))?;
 
         let mut reversed = s.manifests.clone();
@@ -1715,7 +1716,7 @@ proptest! {
             shuffle(&mut m.entries, &mut seed);
         }
         for variant in [reversed, shuffled] {
-            let other = plan(&variant, &s.actual, &s.policy, &actor, now())
+            let other = checked_plan(&variant, &s.actual, &s.policy, &actor, now())
                 .map_err(|e| TestCaseError::fail(format!("problems: {e:#?}")))?;
             prop_assert_eq!(&other.changes, &base.changes);
             prop_assert_eq!(&other.skipped, &base.skipped);

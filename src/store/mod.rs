@@ -7,50 +7,15 @@
 
 mod apply;
 mod damage;
-mod directory;
-pub mod jsonl;
+mod export;
+mod import;
 mod load;
-pub mod plain_yaml;
 mod schema;
-pub mod yaml_stream;
 
 pub use apply::{apply_plan, failpoint, password_hash, plan_applied};
-pub use directory::{
-    export, export_with, import, import_streamed, import_with_progress, locate_roles,
-    parse as directory_parse, show, user_batches, ExportPart, EXPORT_BATCH,
-};
+pub use export::{export, export_with, show, user_batches, ExportPart, EXPORT_BATCH};
+pub use import::{import, import_with_progress, in_import_transaction, write_groups, write_users};
 pub use load::{existing_users, load, load_actor, load_groups, load_keys, member_keys};
-
-/// Reads one line of a directory file into `buf` for the streamed imports, refusing one longer
-/// than `max` bytes or not UTF-8; the bytes read, 0 at the end.
-fn read_line(
-    input: &mut (dyn std::io::BufRead + Send),
-    buf: &mut String,
-    max: u64,
-) -> std::result::Result<usize, String> {
-    use std::io::BufRead;
-    let mut bytes = Vec::new();
-    let reader: &mut (dyn BufRead + Send) = &mut *input;
-    let n = std::io::Read::take(reader, max + 1)
-        .read_until(b'\n', &mut bytes)
-        .map_err(|e| crate::sources::io_reason(&e))?;
-    if bytes.len() as u64 > max {
-        return Err(format!("a line longer than {max} bytes"));
-    }
-    let s = String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "not UTF-8 (invalid byte at column {})",
-            e.utf8_error().valid_up_to() + 1
-        )
-    })?;
-    buf.push_str(&s);
-    Ok(n)
-}
-
-/// Shown each batch of users a streamed import reads, before it is written: the first one's
-/// index in the file, the users, and the line each starts on (empty when unknown). Returns false
-/// to refuse the import.
-pub type AcceptUsers<'a> = dyn FnMut(usize, &[crate::model::User], &[usize]) -> bool + 'a;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};

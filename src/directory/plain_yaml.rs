@@ -456,68 +456,51 @@ fn flag(node: Option<&Node>, default: bool) -> Option<bool> {
 /// A user as `User`'s `Deserialize` builds it (defaults for absent fields), or `None` for
 /// anything it would refuse, or might read differently.
 fn user(node: &Node) -> Option<User> {
-    let f = fields(
-        node,
-        &[
-            "id",
-            "display-name",
-            "enabled",
-            "roles",
-            "groups",
-            "password-set-at",
-            "must-change-password",
-            "registration-valid-from",
-            "sessions-valid-from",
-            "devices-valid-from",
-            "methods",
-            "sessions",
-            "trusted-devices",
-            "app-passwords",
-        ],
-    )?;
+    use super::fields::{app_password, device, method, session, user};
+    let f = fields(node, &user::ALL)?;
     Some(User {
-        id: string(get(f, "id")?)?,
-        display_name: match get(f, "display-name") {
+        id: string(get(f, user::ID)?)?,
+        display_name: match get(f, user::DISPLAY_NAME) {
             None => String::new(),
             Some(n) => string(n)?,
         },
-        enabled: flag(get(f, "enabled"), true)?,
-        roles: list(get(f, "roles"), string)?,
-        groups: list(get(f, "groups"), string)?,
-        password_set_at: optional_time(get(f, "password-set-at"))?,
-        must_change_password: flag(get(f, "must-change-password"), false)?,
-        registration_valid_from: optional_time(get(f, "registration-valid-from"))?,
-        sessions_valid_from: optional_time(get(f, "sessions-valid-from"))?,
-        devices_valid_from: optional_time(get(f, "devices-valid-from"))?,
-        methods: list(get(f, "methods"), |n| {
-            let f = fields(n, &["id", "kind", "registered-at"])?;
+        enabled: flag(get(f, user::ENABLED), true)?,
+        roles: list(get(f, user::ROLES), string)?,
+        groups: list(get(f, user::GROUPS), string)?,
+        password_set_at: optional_time(get(f, user::PASSWORD_SET_AT))?,
+        must_change_password: flag(get(f, user::MUST_CHANGE_PASSWORD), false)?,
+        registration_valid_from: optional_time(get(f, user::REGISTRATION_VALID_FROM))?,
+        sessions_valid_from: optional_time(get(f, user::SESSIONS_VALID_FROM))?,
+        devices_valid_from: optional_time(get(f, user::DEVICES_VALID_FROM))?,
+        methods: list(get(f, user::METHODS), |n| {
+            let f = fields(n, &method::ALL)?;
             Some(Method {
-                id: string(get(f, "id")?)?,
-                kind: string(get(f, "kind")?)?,
-                registered_at: time(get(f, "registered-at")?)?,
+                id: string(get(f, method::ID)?)?,
+                kind: string(get(f, method::KIND)?)?,
+                registered_at: time(get(f, method::REGISTERED_AT)?)?,
             })
         })?,
-        sessions: list(get(f, "sessions"), |n| {
-            let f = fields(n, &["id", "issued-at"])?;
+        sessions: list(get(f, user::SESSIONS), |n| {
+            let f = fields(n, &session::ALL)?;
             Some(Session {
-                id: string(get(f, "id")?)?,
-                issued_at: time(get(f, "issued-at")?)?,
+                id: string(get(f, session::ID)?)?,
+                issued_at: time(get(f, session::ISSUED_AT)?)?,
             })
         })?,
-        trusted_devices: list(get(f, "trusted-devices"), |n| {
-            let f = fields(n, &["id", "name", "remembered-at"])?;
+        trusted_devices: list(get(f, user::TRUSTED_DEVICES), |n| {
+            let f = fields(n, &device::ALL)?;
             Some(Device {
-                id: string(get(f, "id")?)?,
-                name: string(get(f, "name")?)?,
-                remembered_at: time(get(f, "remembered-at")?)?,
+                id: string(get(f, device::ID)?)?,
+                name: string(get(f, device::NAME)?)?,
+                remembered_at: time(get(f, device::REMEMBERED_AT)?)?,
             })
         })?,
-        app_passwords: list(get(f, "app-passwords"), |n| {
-            let f = fields(n, &["id", "name", "created-at"])?;
+        app_passwords: list(get(f, user::APP_PASSWORDS), |n| {
+            let f = fields(n, &app_password::ALL)?;
             Some(AppPassword {
-                id: string(get(f, "id")?)?,
-                name: string(get(f, "name")?)?,
-                created_at: time(get(f, "created-at")?)?,
+                id: string(get(f, app_password::ID)?)?,
+                name: string(get(f, app_password::NAME)?)?,
+                created_at: time(get(f, app_password::CREATED_AT)?)?,
             })
         })?,
     })

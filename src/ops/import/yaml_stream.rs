@@ -2,14 +2,13 @@
 //! export writes (groups first, then `users:` on a line of its own, then a block list of users)
 //! is cut at list items into pieces of about a megabyte, each parsed and written in turn within
 //! one transaction, so memory stays flat however large the file. Files up to the manifest size
-//! are read whole instead (see [`super::directory`]), where any layout YAML allows is accepted.
+//! are read whole instead (see [`super`]), where any layout YAML allows is accepted.
 
-use super::directory::{
-    check_groups, check_users, head_groups, in_import_transaction, piece_problem, piece_users,
-    piecewise, write_groups, write_users, PIECE_BYTES,
+use crate::directory::{
+    check_groups, check_users, head_groups, piece_problem, piece_users, piecewise, PIECE_BYTES,
 };
-use super::{Result, Store};
 use crate::model::{key_of, User};
+use crate::store::{in_import_transaction, write_groups, write_users, Result, Store};
 use std::collections::BTreeSet;
 use std::io::BufRead;
 
