@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod git;
 pub mod manifest;
 pub mod model;
 pub mod plan;
