@@ -453,3 +453,45 @@ fn expect_plan_id_pins_the_reviewed_plan() {
     let o = env.run(&["apply", "m", "--expect-plan-id", &id]);
     assert_ne!(o.code, 0);
 }
+
+#[test]
+fn plan_out_leaves_the_old_file_or_the_whole_new_one_and_nothing_beside_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::example();
+    offboard(&env);
+    let first = save(&env);
+    // Invalid manifests: the saved plan of the last good run stays, and no partial file is left.
+    env.write("m/bad.yaml", "apiVersion: mfactl/v1\nkind: Nonsense\n");
+    let out = env.run(&["--policies", "open", "plan", "m", "--out", "plan.json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(read_plan(&env), first);
+    std::fs::remove_file(env.path("m/bad.yaml")).unwrap();
+    // A directory that does not exist: a clear error, nothing written.
+    let out = env.run(&[
+        "--policies",
+        "open",
+        "plan",
+        "m",
+        "--out",
+        "no/such/plan.json",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--out no/such/plan.json"),
+        "{}",
+        out.stderr
+    );
+    env.ok(&["--policies", "open", "plan", "m", "--out", "plan.json"]);
+    let beside: Vec<String> = std::fs::read_dir(env.path("."))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("plan.json"))
+        .collect();
+    assert_eq!(beside, ["plan.json"], "only the plan itself");
+    // Readable as any file the shell creates (the tests' umask is the runner's, at most 022).
+    let mode = std::fs::metadata(env.path("plan.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o644, 0o644, "{mode:o}");
+}

@@ -14,9 +14,9 @@ use crate::render::{self, End, PlanWriter};
 use crate::sources::io_reason;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
 
 pub struct Options {
     pub detailed: bool,
@@ -158,13 +158,13 @@ fn stdout_ok(written: fmt::Result, stdout: &mut Option<Stdout>, saved: &mut Opti
 }
 
 /// `--out FILE`: the JSON plan with the fingerprints of the users it changes, written to a
-/// partial file beside FILE and renamed over FILE once whole, so FILE is never half a plan.
+/// temporary file beside FILE (removed if anything fails) and persisted over FILE once whole and
+/// synced, then the directory synced, so FILE is never half a plan, even after a power loss.
 /// When the plan's id is known only at the end, the head holds a placeholder of the same length,
 /// overwritten in place before the rename.
 struct Saved {
     path: PathBuf,
-    partial: PathBuf,
-    sink: Sink<BufWriter<File>>,
+    sink: Sink<BufWriter<NamedTempFile>>,
     writer: render::json::Writer,
     /// Where the placeholder id lies in the file.
     id_at: Option<u64>,
@@ -175,13 +175,17 @@ const PLACEHOLDER_ID: &str = "__________________________________________________
 
 impl Saved {
     fn create(path: &Path, head: &Plan) -> Result<Saved, Failure> {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".partial-{}", std::process::id()));
-        let partial = path.with_file_name(name);
-        let file = File::create(&partial).map_err(|e| fail(path, &e))?;
+        use std::os::unix::fs::PermissionsExt;
+        let mut prefix = path.file_name().unwrap_or_default().to_os_string();
+        prefix.push(".partial-");
+        // Mode 0666 less the umask, as a file the shell creates (tempfile's default is 0600).
+        let file = tempfile::Builder::new()
+            .prefix(&prefix)
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir_of(path))
+            .map_err(|e| fail(path, &e))?;
         let mut saved = Saved {
             path: path.to_path_buf(),
-            partial,
             sink: Sink::new(BufWriter::with_capacity(1 << 16, file)),
             writer: render::json::Writer::new(false),
             id_at: None,
@@ -202,7 +206,7 @@ impl Saved {
     /// Runs one write; on failure the partial file is removed and the error named.
     fn write(
         mut self,
-        f: impl FnOnce(&mut render::json::Writer, &mut Sink<BufWriter<File>>) -> fmt::Result,
+        f: impl FnOnce(&mut render::json::Writer, &mut Sink<BufWriter<NamedTempFile>>) -> fmt::Result,
     ) -> Result<Saved, Failure> {
         match f(&mut self.writer, &mut self.sink) {
             Ok(()) => Ok(self),
@@ -212,8 +216,7 @@ impl Saved {
                     .finish(Err(e))
                     .err()
                     .unwrap_or_else(|| std::io::Error::other("formatting failed"));
-                let _ = std::fs::remove_file(&self.partial);
-                Err(fail(&self.path, &error))
+                Err(fail(&self.path, &error)) // the temporary file is removed as it drops
             }
         }
     }
@@ -222,24 +225,37 @@ impl Saved {
         use std::os::unix::fs::FileExt;
         let written = self.writer.finish(&mut self.sink, end);
         let id_at = self.id_at;
-        let done = self
+        let path = self.path;
+        let tmp = self
             .sink
             .finish(written)
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-            .and_then(|f| match id_at {
-                Some(at) => f.write_all_at(end.plan_id.as_bytes(), at).map(|_| f),
-                None => Ok(f),
+            .and_then(|tmp| {
+                if let Some(at) = id_at {
+                    tmp.as_file().write_all_at(end.plan_id.as_bytes(), at)?;
+                }
+                tmp.as_file().sync_all()?;
+                Ok(tmp)
             })
-            .and_then(|f| f.sync_all())
-            .and_then(|_| std::fs::rename(&self.partial, &self.path));
-        done.map_err(|e| {
-            let _ = std::fs::remove_file(&self.partial);
-            fail(&self.path, &e)
-        })
+            .map_err(|e| fail(&path, &e))?;
+        tmp.persist(&path)
+            .map_err(|e| fail(&path, &e.error))
+            .and_then(|_| {
+                std::fs::File::open(dir_of(&path))
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| fail(&path, &e))
+            })
     }
 
-    fn abandon(self) {
-        let _ = std::fs::remove_file(&self.partial);
+    /// Drops the partial plan (its temporary file is removed).
+    fn abandon(self) {}
+}
+
+/// The directory FILE is in (`.` for a bare name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
