@@ -195,7 +195,6 @@ pub fn apply_plan(
 pub fn failpoint(name: &str) {
     #[cfg(feature = "failpoints")]
     if std::env::var("MFACTL_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
         std::process::abort();
     }
     #[cfg(not(feature = "failpoints"))]
