@@ -4,252 +4,28 @@
 //! builds them all again and checks, for every commit they made, that the module calls a
 //! signature valid exactly when `git verify-commit` does.
 
+mod common;
+
+use common::git::{insert_signature, line, tools, Key, Repo, Y2019, Y2020, Y2025, Y2030};
 use mfactl::git::{Error, FileState, Problem, Provenance, Signers, Verdict};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-/// Times used below, as seconds since the epoch (UTC).
-const Y2019: i64 = 1_546_300_800; // 2019-01-01
-const Y2020: i64 = 1_577_836_800; // 2020-01-01
-const Y2025: i64 = 1_735_689_600; // 2025-01-01
-const Y2030: i64 = 1_893_456_000; // 2030-01-01
-
-/// Whether git and ssh-keygen can run here; if not, says so once and the test returns.
-fn tools() -> bool {
-    let runs = |program: &str, arg: &str| {
-        Command::new(program)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    };
-    let ok = runs("git", "--version") && runs("ssh-keygen", "-?");
-    if !ok {
-        eprintln!("skipped: this test needs git and ssh-keygen on PATH");
-    }
-    ok
+/// The module under test, asked about a fixture's repository and allowed-signers file.
+trait Judge {
+    fn provenance(&self) -> Provenance;
+    fn verdicts(&self, files: &[&str]) -> Result<Vec<Verdict>, Error>;
+    fn verdict(&self, file: &str) -> Verdict;
+    fn judge(&self, commit: &str) -> Result<mfactl::git::Signer, Problem>;
 }
 
-struct Key {
-    private: PathBuf,
-    public: String,
-    fingerprint: String,
-}
-
-impl Key {
-    fn pub_path(&self) -> PathBuf {
-        PathBuf::from(format!("{}.pub", self.private.display()))
-    }
-}
-
-/// A repository in a temp dir, its keys, its allowed-signers file, and every commit made in it.
-struct Fx {
-    tmp: tempfile::TempDir,
-    repo: PathBuf,
-    signers: PathBuf,
-    commits: Vec<String>,
-    /// Commits whose signature git could only check with gpg: left out of the differential.
-    gpg_commits: Vec<String>,
-}
-
-impl Fx {
-    fn new() -> Fx {
-        Fx::with_format("sha1")
-    }
-
-    fn with_format(format: &str) -> Fx {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let repo = tmp.path().join("repo");
-        std::fs::create_dir(&repo).expect("repo dir");
-        let fx = Fx {
-            signers: tmp.path().join("allowed_signers"),
-            tmp,
-            repo,
-            commits: Vec::new(),
-            gpg_commits: Vec::new(),
-        };
-        fx.git(&[
-            "init",
-            "-q",
-            "-b",
-            "main",
-            &format!("--object-format={format}"),
-        ]);
-        fx.git(&["config", "user.name", "Test Person"]);
-        fx.git(&["config", "user.email", "test@example.com"]);
-        fx.git(&["config", "commit.gpgsign", "false"]);
-        fx
-    }
-
-    /// git in the repository, with no system or global configuration and a fixed HOME.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("git");
-        c.current_dir(&self.repo)
-            .args(args)
-            .env("HOME", self.tmp.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("LC_ALL", "C")
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            .env_remove("GIT_INDEX_FILE")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn output(&self, args: &[&str], env: &[(&str, String)], input: Option<&[u8]>) -> Output {
-        let mut c = self.command(args);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let out = if let Some(input) = input {
-            use std::io::Write;
-            c.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = c.spawn().expect("git runs");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input)
-                .expect("write stdin");
-            child.wait_with_output().expect("git runs")
-        } else {
-            c.output().expect("git runs")
-        };
-        out
-    }
-
-    fn git_with(&self, args: &[&str], env: &[(&str, String)], input: Option<&[u8]>) -> String {
-        let out = self.output(args, env, input);
-        assert!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        self.git_with(args, &[], None)
-    }
-
-    fn key(&self, name: &str, kind: &str, bits: Option<&str>) -> Key {
-        let private = self.tmp.path().join(name);
-        let mut c = Command::new("ssh-keygen");
-        c.args(["-q", "-t", kind, "-N", "", "-C", name, "-f"])
-            .arg(&private);
-        if let Some(bits) = bits {
-            c.args(["-b", bits]);
-        }
-        let out = c.output().expect("ssh-keygen runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let public_path = PathBuf::from(format!("{}.pub", private.display()));
-        let public = std::fs::read_to_string(&public_path).expect("public key");
-        let listed = Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(&public_path)
-            .output()
-            .expect("ssh-keygen -l");
-        let listed = String::from_utf8_lossy(&listed.stdout).to_string();
-        let fingerprint = listed
-            .split_whitespace()
-            .nth(1)
-            .expect("fingerprint")
-            .to_string();
-        assert!(fingerprint.starts_with("SHA256:"), "{listed}");
-        Key {
-            private,
-            public: public.trim().to_string(),
-            fingerprint,
-        }
-    }
-
-    fn write_signers(&self, lines: &[String]) {
-        std::fs::write(&self.signers, lines.join("\n") + "\n").expect("write signers");
-    }
-
-    fn write(&self, file: &str, content: &str) {
-        let path = self.repo.join(file);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("dir");
-        }
-        std::fs::write(path, content).expect("write file");
-    }
-
-    fn dates(when: i64) -> Vec<(&'static str, String)> {
-        vec![
-            ("GIT_AUTHOR_DATE", format!("@{when} +0000")),
-            ("GIT_COMMITTER_DATE", format!("@{when} +0000")),
-        ]
-    }
-
-    fn sign_args(key: Option<&Key>) -> Vec<String> {
-        match key {
-            Some(k) => vec![
-                "-c".into(),
-                "gpg.format=ssh".into(),
-                "-c".into(),
-                format!("user.signingkey={}", k.pub_path().display()),
-            ],
-            None => vec![],
-        }
-    }
-
-    /// Writes, adds and commits `files`, signed by `key` (or not), at `when`; the new HEAD.
-    fn commit(&mut self, files: &[(&str, &str)], key: Option<&Key>, when: i64) -> String {
-        for (file, content) in files {
-            self.write(file, content);
-            self.git(&["add", "--", file]);
-        }
-        let mut args = Fx::sign_args(key);
-        args.extend(["commit".into(), "-q".into(), "-m".into(), "change".into()]);
-        args.push(if key.is_some() { "-S" } else { "--no-gpg-sign" }.into());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.git_with(&args, &Fx::dates(when), None);
-        self.head()
-    }
-
-    fn head(&mut self) -> String {
-        let head = self.git(&["rev-parse", "HEAD"]);
-        if !self.commits.contains(&head) {
-            self.commits.push(head.clone());
-        }
-        head
-    }
-
-    /// Writes `object` as a commit and points `main` at it: a commit git never signed itself.
-    fn forge(&mut self, object: &[u8]) -> String {
-        let id = self.git_with(
-            &["hash-object", "-t", "commit", "-w", "--stdin"],
-            &[],
-            Some(object),
-        );
-        self.git(&["update-ref", "refs/heads/main", &id]);
-        self.head()
-    }
-
-    fn cat(&self, commit: &str) -> String {
-        let out = self.output(&["cat-file", "commit", commit], &[], None);
-        String::from_utf8(out.stdout).expect("utf-8 commit")
-    }
-
-    fn last_change(&self, file: &str) -> String {
-        self.git(&["log", "-1", "--format=%H", "--", file])
-    }
-
+impl Judge for Repo {
     fn provenance(&self) -> Provenance {
         Provenance::new(Signers::load(&self.signers).expect("signers parse"))
     }
 
     fn verdicts(&self, files: &[&str]) -> Result<Vec<Verdict>, Error> {
-        let paths: Vec<PathBuf> = files.iter().map(|f| self.repo.join(f)).collect();
+        let paths: Vec<PathBuf> = files.iter().map(|f| self.dir.join(f)).collect();
         self.provenance().verdicts(&paths)
     }
 
@@ -262,18 +38,10 @@ impl Fx {
     fn judge(&self, commit: &str) -> Result<mfactl::git::Signer, Problem> {
         let (id, judged) = self
             .provenance()
-            .judge_commit(&self.repo, commit)
+            .judge_commit(&self.dir, commit)
             .expect("judge commit");
         assert_eq!(id, commit);
         judged
-    }
-
-    /// `git verify-commit` with this fixture's allowed-signers file: true when git says valid.
-    fn git_verifies(&self, commit: &str) -> bool {
-        let file = format!("gpg.ssh.allowedSignersFile={}", self.signers.display());
-        self.output(&["-c", &file, "verify-commit", commit], &[], None)
-            .status
-            .success()
     }
 }
 
@@ -289,21 +57,13 @@ fn refused(v: &Verdict) -> (&Problem, String) {
     }
 }
 
-fn line(principals: &str, options: &str, key: &Key) -> String {
-    if options.is_empty() {
-        format!("{principals} {}", key.public)
-    } else {
-        format!("{principals} {options} {}", key.public)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scenario builders: each returns its fixture and what the test checks.
 
 /// Five key types, a key with several principals on two lines, and file names that glob, quote
 /// and escape badly.
-fn build_authorised() -> (Fx, Vec<(&'static str, Key)>) {
-    let mut fx = Fx::new();
+fn build_authorised() -> (Repo, Vec<(&'static str, Key)>) {
+    let mut fx = Repo::new();
     let keys = vec![
         ("alice.yaml", fx.key("alice", "ed25519", None)),
         ("bob [eu] *.yaml", fx.key("bob", "ecdsa", None)),
@@ -326,8 +86,8 @@ fn build_authorised() -> (Fx, Vec<(&'static str, Key)>) {
     (fx, keys)
 }
 
-fn build_unsigned_and_unknown() -> (Fx, String, String) {
-    let mut fx = Fx::new();
+fn build_unsigned_and_unknown() -> (Repo, String, String) {
+    let mut fx = Repo::new();
     let alice = fx.key("alice", "ed25519", None);
     let mallory = fx.key("mallory", "ed25519", None);
     fx.write_signers(&[line("alice@example.com", "", &alice)]);
@@ -337,8 +97,8 @@ fn build_unsigned_and_unknown() -> (Fx, String, String) {
 }
 
 /// One key listed until 2020-01-01 and one from 2030-01-01; commits before, at and after.
-fn build_validity_windows() -> (Fx, Vec<(String, bool)>) {
-    let mut fx = Fx::new();
+fn build_validity_windows() -> (Repo, Vec<(String, bool)>) {
+    let mut fx = Repo::new();
     let old = fx.key("old", "ed25519", None);
     let new = fx.key("new", "ecdsa", None);
     fx.write_signers(&[
@@ -364,8 +124,8 @@ fn build_validity_windows() -> (Fx, Vec<(String, bool)>) {
 
 /// A signed commit whose tree was swapped afterwards, and an SSH signature made for another
 /// namespace pasted onto a commit.
-fn build_forgeries() -> (Fx, String, String, String) {
-    let mut fx = Fx::new();
+fn build_forgeries() -> (Repo, String, String, String) {
+    let mut fx = Repo::new();
     let alice = fx.key("alice", "ed25519", None);
     fx.write_signers(&[line("alice@example.com", "", &alice)]);
     fx.commit(&[("base.yaml", "base\n")], Some(&alice), Y2025);
@@ -378,16 +138,13 @@ fn build_forgeries() -> (Fx, String, String, String) {
     // The signature of `genuine`, copied onto a tree where mallory is an admin.
     fx.write("team.yaml", "admins: [mallory]\n");
     fx.git(&["add", "team.yaml"]);
-    let tree = fx.git(&["write-tree"]);
-    let object = fx.cat(&genuine);
-    let (_, after_tree) = object.split_once('\n').expect("tree line");
-    let tampered = fx.forge(format!("tree {tree}\n{after_tree}").as_bytes());
+    let tampered = fx.transplant_signature(&genuine);
 
     // An unsigned commit, then the same object with a signature made by `ssh-keygen -Y sign -n
     // file` over it: valid cryptography, wrong purpose.
     let plain = fx.commit(&[("other.yaml", "x\n")], None, Y2025 + 2);
     let object = fx.cat(&plain);
-    let payload = fx.tmp.path().join("payload");
+    let payload = fx.home.path().join("payload");
     std::fs::write(&payload, &object).expect("payload");
     let out = Command::new("ssh-keygen")
         .args(["-Y", "sign", "-n", "file", "-f"])
@@ -407,22 +164,10 @@ fn build_forgeries() -> (Fx, String, String, String) {
     (fx, genuine, tampered, wrong_namespace)
 }
 
-/// `object` with a `gpgsig` header holding `sig` after the committer line, as git writes it.
-fn insert_signature(object: &str, sig: &str) -> String {
-    let (headers, message) = object.split_once("\n\n").expect("headers");
-    let mut header = String::from("gpgsig");
-    for line in sig.trim_end().lines() {
-        header.push(' ');
-        header.push_str(line);
-        header.push('\n');
-    }
-    format!("{headers}\n{header}\n{message}")
-}
-
 /// main and a branch both touch files; merged with a signed merge commit, one conflict
 /// resolved in the merge itself.
-fn build_merge() -> (Fx, [String; 3]) {
-    let mut fx = Fx::new();
+fn build_merge() -> (Repo, [String; 3]) {
+    let mut fx = Repo::new();
     let alice = fx.key("alice", "ed25519", None);
     let bob = fx.key("bob", "ed25519", None);
     let carol = fx.key("carol", "ed25519", None);
@@ -436,13 +181,13 @@ fn build_merge() -> (Fx, [String; 3]) {
         Some(&alice),
         Y2025,
     );
-    fx.git(&["checkout", "-q", "-b", "feature"]);
+    fx.checkout("feature", true);
     let on_branch = fx.commit(
         &[("f.yaml", "v2\n"), ("h.yaml", "branch\n")],
         Some(&bob),
         Y2025 + 10,
     );
-    fx.git(&["checkout", "-q", "main"]);
+    fx.checkout("main", false);
     let on_main = fx.commit(
         &[("g.yaml", "v2\n"), ("h.yaml", "main\n")],
         Some(&alice),
@@ -450,23 +195,19 @@ fn build_merge() -> (Fx, [String; 3]) {
     );
     let merge = fx.output(
         &["merge", "--no-commit", "feature"],
-        &Fx::dates(Y2025 + 30),
+        &Repo::dates(Y2025 + 30),
         None,
     );
     assert!(!merge.status.success(), "h.yaml should conflict");
     fx.write("h.yaml", "resolved\n");
     fx.git(&["add", "h.yaml"]);
-    let mut args = Fx::sign_args(Some(&carol));
-    args.extend(["commit", "-q", "-S", "--no-edit"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    fx.git_with(&args, &Fx::dates(Y2025 + 30), None);
-    let merged = fx.head();
+    let merged = fx.commit_staged(Some(&carol), Y2025 + 30, &["--no-edit"]);
     (fx, [on_branch, on_main, merged])
 }
 
 /// A commit whose header holds an OpenPGP block (written by hand: no gpg needed).
-fn build_gpg() -> (Fx, String) {
-    let mut fx = Fx::new();
+fn build_gpg() -> (Repo, String) {
+    let mut fx = Repo::new();
     let alice = fx.key("alice", "ed25519", None);
     fx.write_signers(&[line("alice@example.com", "", &alice)]);
     let plain = fx.commit(&[("team.yaml", "a\n")], None, Y2025);
@@ -478,8 +219,8 @@ fn build_gpg() -> (Fx, String) {
 }
 
 /// One key whose line excludes git, one whose pattern-list allows it.
-fn build_namespaces() -> (Fx, String, String) {
-    let mut fx = Fx::new();
+fn build_namespaces() -> (Repo, String, String) {
+    let mut fx = Repo::new();
     let files_only = fx.key("files", "ed25519", None);
     let any_g = fx.key("anyg", "ed25519", None);
     fx.write_signers(&[
@@ -491,8 +232,8 @@ fn build_namespaces() -> (Fx, String, String) {
     (fx, refused, allowed)
 }
 
-fn build_sha256() -> (Fx, Key) {
-    let mut fx = Fx::with_format("sha256");
+fn build_sha256() -> (Repo, Key) {
+    let mut fx = Repo::with_format("sha256");
     let alice = fx.key("alice", "ed25519", None);
     fx.write_signers(&[line("alice@example.com", "", &alice)]);
     fx.commit(&[("team.yaml", "a\n")], Some(&alice), Y2025);
@@ -518,7 +259,7 @@ fn authorised_signers_are_named_for_every_key_type() {
     ];
     for ((v, (file, key)), want) in verdicts.iter().zip(&keys).zip(principals) {
         let s = signed(v);
-        assert_eq!(s.file, fx.repo.join(file));
+        assert_eq!(s.file, fx.dir.join(file));
         assert_eq!(s.principals, want, "{file}");
         assert_eq!(s.fingerprint, key.fingerprint, "{file}");
         assert_eq!(s.commit, fx.last_change(file), "{file}");
@@ -649,7 +390,7 @@ fn only_committed_unmodified_files_have_a_requester() {
     if !tools() {
         return;
     }
-    let mut fx = Fx::new();
+    let mut fx = Repo::new();
     let alice = fx.key("alice", "ed25519", None);
     fx.write_signers(&[line("alice@example.com", "", &alice)]);
     fx.write(".gitignore", "ignored.yaml\n");
@@ -698,7 +439,7 @@ fn only_committed_unmodified_files_have_a_requester() {
         ("hidden.yaml", FileState::Unwatched),
     ]
     .into_iter()
-    .map(|(f, s)| (fx.repo.join(f), s))
+    .map(|(f, s)| (fx.dir.join(f), s))
     .collect();
     assert_eq!(got, want);
     for f in &files[1..] {
@@ -707,7 +448,7 @@ fn only_committed_unmodified_files_have_a_requester() {
     assert!(signed(&fx.verdict("clean.yaml")).principals == ["alice@example.com"]);
 
     // A repository with no commit yet: staged is still not committed.
-    let empty = Fx::new();
+    let empty = Repo::new();
     empty.write("new.yaml", "n\n");
     empty.git(&["add", "new.yaml"]);
     std::fs::copy(&fx.signers, &empty.signers).expect("copy signers");
@@ -716,7 +457,7 @@ fn only_committed_unmodified_files_have_a_requester() {
         other => panic!("expected NotCommitted: {other:?}"),
     }
     // Outside any work tree, and missing altogether.
-    let outside = fx.tmp.path().join("outside.yaml");
+    let outside = fx.home.path().join("outside.yaml");
     std::fs::write(&outside, "o\n").expect("write");
     let err = fx.provenance().verdicts(&[&outside]).expect_err("outside");
     assert!(
@@ -783,13 +524,13 @@ fn a_reused_provenance_sees_new_commits() {
     if !tools() {
         return;
     }
-    let mut fx = Fx::new();
+    let mut fx = Repo::new();
     let alice = fx.key("alice", "ed25519", None);
     let bob = fx.key("bob", "ed25519", None);
     fx.write_signers(&[line("alice", "", &alice), line("bob", "", &bob)]);
     fx.commit(&[("team.yaml", "1\n")], Some(&alice), Y2025);
     let mut p = fx.provenance();
-    let file = [fx.repo.join("team.yaml")];
+    let file = [fx.dir.join("team.yaml")];
     assert_eq!(
         signed(&p.verdicts(&file).expect("first")[0]).principals,
         ["alice"]
@@ -809,7 +550,7 @@ fn skipped_lines_refuse_what_git_would_accept() {
     if !tools() {
         return;
     }
-    let mut fx = Fx::new();
+    let mut fx = Repo::new();
     let pattern = fx.key("pattern", "ed25519", None);
     let zoneless = fx.key("zoneless", "ed25519", None);
     fx.write_signers(&[
@@ -858,13 +599,13 @@ fn differential_against_git_verify_commit() {
         let mut p = fx.provenance();
         assert!(!fx.commits.is_empty());
         for commit in fx.commits.iter().filter(|c| !fx.gpg_commits.contains(c)) {
-            let (_, judged) = p.judge_commit(&fx.repo, commit).expect("judge");
+            let (_, judged) = p.judge_commit(&fx.dir, commit).expect("judge");
             let git = fx.git_verifies(commit);
             assert_eq!(
                 judged.is_ok(),
                 git,
                 "commit {commit} in {}: module says {judged:?}, git verify-commit says {}",
-                fx.repo.display(),
+                fx.dir.display(),
                 if git { "valid" } else { "not valid" }
             );
             compared += 1;
