@@ -1186,3 +1186,48 @@ fn signed_plans_of_global_administrators_decide_as_a_global_administrator_actor_
     }
     assert!(compared >= 20, "the sets planned only {compared} changes");
 }
+
+/// In a shallow clone (actions/checkout's default depth is 1), `git log -1 -- FILE` names the
+/// boundary commit for every file it holds, whoever changed the file. Frank's request must not
+/// become the request of whoever signed the tip: mfactl refuses the clone, or denies the change.
+/// (Not in the first contract; this is what keeps a depth-1 checkout from lending rights.)
+#[test]
+fn a_shallow_clone_does_not_lend_the_tip_signers_rights() {
+    if !tools() {
+        return;
+    }
+    let mut t = Tenant::new(&[GARY, FRANK]);
+    let asks = "revoke-sessions-before: 2026-11-29T00:00:00Z";
+    t.ask("gary-sessions", GARY, asks, Some(FRANK), NOV_29);
+    let tip = t.commit(&[("README.md", "# requests\n")], Some(GARY), NOV_29 + 10);
+    assert_denied(change(&t.plan_json(&[]), GARY, "revoke-sessions"), &[FRANK]);
+
+    let clone = tempfile::tempdir().unwrap();
+    let origin = format!("file://{}", t.s.repo.dir.display());
+    let into = clone.path().display().to_string();
+    t.s.repo
+        .git(&["clone", "-q", "--depth", "1", "--no-local", &origin, &into]);
+    let shallow = common::Env {
+        dir: clone,
+        store: t.s.env.store.clone(),
+    };
+    let git_env = t.s.repo.git_env();
+    let git_env: Vec<(&str, &str)> = git_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let signers = t.s.signers();
+    let o = shallow.run_env(
+        &["plan", "--format", "json", "--signers", &signers],
+        &git_env,
+    );
+    if o.code == 0 {
+        let plan: Value = serde_json::from_str(&o.stdout).unwrap();
+        let c = change(&plan, GARY, "revoke-sessions");
+        assert!(
+            !allowed(c) && c["requested_by"].is_null(),
+            "the shallow clone names the tip {} as frank's request's commit: {c:#}",
+            short(&tip)
+        );
+    } else {
+        assert_eq!(o.code, 1, "{}", o.all());
+        assert!(o.stderr.contains("shallow"), "{}", o.stderr);
+    }
+}
