@@ -655,3 +655,100 @@ fn the_ci_recipe_applies_with_explicit_policies_and_a_pinned_plan_id() {
     assert!(recipe["env"]["MFACTL_STORE"].is_null());
     assert!(recipe["jobs"]["review"]["env"]["MFACTL_STORE"].is_null());
 }
+
+/// The `--signers` variant (docs/signing.md): its two jobs run exactly when the plain ones do
+/// not, check out full history, write the signers file from a secret into $RUNNER_TEMP (never
+/// the workspace), and pass it to every plan and apply; otherwise they are their plain twins.
+#[test]
+fn the_signed_variant_reads_full_history_and_its_signers_from_a_secret() {
+    let recipe: Value = serde_yaml::from_str(&std::fs::read_to_string(RECIPE).unwrap()).unwrap();
+    let jobs = &recipe["jobs"];
+    let write_step = "Write the allowed-signers file";
+    for (plain, signed, event) in [
+        ("review", "review-signed", "pull_request"),
+        ("apply", "apply-signed", "push"),
+    ] {
+        let when =
+            |op: &str| format!("github.event_name == '{event}' && vars.MFACTL_SIGNED {op} 'true'");
+        assert_eq!(jobs[plain]["if"].as_str(), Some(when("!=").as_str()));
+        assert_eq!(jobs[signed]["if"].as_str(), Some(when("==").as_str()));
+        assert_eq!(jobs[signed]["runs-on"], jobs[plain]["runs-on"], "{signed}");
+        assert_eq!(jobs[signed]["env"], jobs[plain]["env"], "{signed}");
+        let steps = jobs[signed]["steps"].as_sequence().unwrap();
+        assert_eq!(steps[0]["uses"].as_str(), Some("actions/checkout@v4"));
+        assert_eq!(
+            steps[0]["with"]["fetch-depth"].as_u64(),
+            Some(0),
+            "{signed}"
+        );
+        let write = steps
+            .iter()
+            .find(|s| s["name"].as_str() == Some(write_step))
+            .expect("a step writes the signers file");
+        assert_eq!(
+            write["env"]["ALLOWED_SIGNERS"].as_str(),
+            Some("${{ secrets.MFACTL_ALLOWED_SIGNERS }}")
+        );
+        let text = write["run"].as_str().unwrap();
+        assert!(
+            text.contains("> \"$RUNNER_TEMP/allowed_signers\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("MFACTL_SIGNERS=$RUNNER_TEMP/allowed_signers\" >> \"$GITHUB_ENV\""),
+            "{text}"
+        );
+        let mfactl_runs: Vec<&str> = steps
+            .iter()
+            .filter_map(|s| s["run"].as_str())
+            .filter(|t| t.contains("mfactl plan") || t.contains("mfactl apply"))
+            .collect();
+        assert_eq!(mfactl_runs.len(), 1, "{signed}");
+        assert!(
+            mfactl_runs[0].contains("--signers \"$MFACTL_SIGNERS\""),
+            "{}",
+            mfactl_runs[0]
+        );
+        // Step for step the plain job's, with the signers file written after the checkout.
+        let names = |steps: &[Value]| -> Vec<String> {
+            steps
+                .iter()
+                .map(|s| {
+                    s["name"]
+                        .as_str()
+                        .or(s["uses"].as_str())
+                        .unwrap()
+                        .to_string()
+                })
+                .filter(|n| n != write_step)
+                .collect()
+        };
+        assert_eq!(
+            names(steps),
+            names(jobs[plain]["steps"].as_sequence().unwrap()),
+            "{signed}"
+        );
+    }
+    let review = jobs["review-signed"]["steps"].as_sequence().unwrap();
+    assert_eq!(
+        review[0]["with"]["ref"].as_str(),
+        Some("${{ github.event.pull_request.head.sha }}"),
+        "the review plans the authors' commits, not GitHub's test merge"
+    );
+    let apply = jobs["apply-signed"]["steps"].as_sequence().unwrap();
+    let text = apply
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .find(|t| t.contains("mfactl apply"))
+        .unwrap();
+    for flag in [
+        "--plan \"$PLAN\"",
+        "--policies ",
+        "--expect-plan-id \"$PLAN_ID\"",
+    ] {
+        assert!(text.contains(flag), "{flag} in:\n{text}");
+    }
+    // The secret is read by those steps only.
+    let raw = std::fs::read_to_string(RECIPE).unwrap();
+    assert_eq!(raw.matches("secrets.").count(), 2, "{raw}");
+}
