@@ -122,6 +122,8 @@ struct Runner {
     prod: PathBuf,
     snapshot: PathBuf,
     expect_plan_id: bool,
+    /// `${{ secrets.MFACTL_ALLOWED_SIGNERS }}`; empty when unset, as GitHub gives a missing secret.
+    signers_secret: String,
 }
 
 impl Runner {
@@ -154,6 +156,7 @@ impl Runner {
             root: root.to_path_buf(),
             sim,
             expect_plan_id: String::from_utf8_lossy(&help.stdout).contains("--expect-plan-id"),
+            signers_secret: String::new(),
         }
     }
 
@@ -173,6 +176,10 @@ impl Runner {
             ("${{ github.token }}", "test-token"),
             ("${{ github.event.pull_request.number }}", PR),
             ("${{ github.sha }}", sha),
+            (
+                "${{ secrets.MFACTL_ALLOWED_SIGNERS }}",
+                self.signers_secret.as_str(),
+            ),
         ] {
             out = out.replace(expr, value);
         }
@@ -439,19 +446,10 @@ fn pr_tree(root: &Path) -> PathBuf {
     tree
 }
 
-#[test]
-fn the_ci_recipe_reviews_on_a_copy_and_applies_exactly_the_reviewed_plan() {
-    if !(have("jq") && have("sqlite3")) {
-        eprintln!("skipped: the recipe needs jq and sqlite3 on PATH, and so does this test");
-        return;
-    }
-    let recipe: Value = serde_yaml::from_str(&std::fs::read_to_string(RECIPE).unwrap()).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let r = Runner::new(root);
-    let tree = pr_tree(root);
-
-    // The production store: the example directory and the pipeline's actor.
+/// The production store (the example directory and the pipeline's actor), and the first snapshot,
+/// published by the apply job's own step (as the recipe's header says to do once).
+fn production_store(r: &Runner, recipe: &Value, tree: &Path) {
+    let root = r.root.as_path();
     mfactl(&r.prod, &["init"], root);
     let o = mfactl(
         &r.prod,
@@ -474,7 +472,6 @@ fn the_ci_recipe_reviews_on_a_copy_and_applies_exactly_the_reviewed_plan() {
         0
     );
 
-    // The first snapshot, published by the apply job's own step (as its header says to do once).
     let apply_steps = recipe["jobs"]["apply"]["steps"].as_sequence().unwrap();
     let publish = apply_steps
         .iter()
@@ -492,10 +489,25 @@ fn the_ci_recipe_reviews_on_a_copy_and_applies_exactly_the_reviewed_plan() {
         &publish_only,
         "publish",
         &root.join("ws-publish"),
-        &tree,
+        tree,
         MERGE_SHA,
     );
     assert!(!first.failed, "{}", first.log);
+}
+
+#[test]
+fn the_ci_recipe_reviews_on_a_copy_and_applies_exactly_the_reviewed_plan() {
+    if !(have("jq") && have("sqlite3")) {
+        eprintln!("skipped: the recipe needs jq and sqlite3 on PATH, and so does this test");
+        return;
+    }
+    let recipe: Value = serde_yaml::from_str(&std::fs::read_to_string(RECIPE).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let r = Runner::new(root);
+    let tree = pr_tree(root);
+
+    production_store(&r, &recipe, &tree);
     let snapshot_bytes = std::fs::read(&r.snapshot).expect("a snapshot");
 
     // Review, with the production store out of reach: the job must not need it.
@@ -751,4 +763,176 @@ fn the_signed_variant_reads_full_history_and_its_signers_from_a_secret() {
     // The secret is read by those steps only.
     let raw = std::fs::read_to_string(RECIPE).unwrap();
     assert_eq!(raw.matches("secrets.").count(), 2, "{raw}");
+}
+
+/// The `--signers` variant run as written, on a real repository: the pull request's manifests
+/// signed by an authentication administrator (carol's stolen laptop) and a global administrator
+/// (the offboarding, which deletes app passwords), the policies signed by the global
+/// administrator. The review plans with the signers file from the secret; the apply refuses the
+/// reviewed plan when the secret no longer lists a requester's key, and applies it when it does,
+/// each record naming its requester and commit. A request the pipeline's own actor could make but
+/// its signer may not fails the review.
+#[test]
+fn the_signed_recipe_decides_by_whoever_signed_each_manifest() {
+    use common::git::{Repo, NOV_29};
+    if !(have("jq") && have("sqlite3") && common::git::tools()) {
+        eprintln!("skipped: needs jq, sqlite3, git and ssh-keygen on PATH");
+        return;
+    }
+    // `--signers` arrives with the signing work; until this binary has it, there is nothing to run.
+    let help = Command::new(env!("CARGO_BIN_EXE_mfactl"))
+        .args(["plan", "--help"])
+        .output()
+        .unwrap();
+    if !String::from_utf8_lossy(&help.stdout).contains("--signers") {
+        eprintln!("skipped: this mfactl has no --signers yet");
+        return;
+    }
+    let recipe: Value = serde_yaml::from_str(&std::fs::read_to_string(RECIPE).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut r = Runner::new(root);
+
+    // The pull request's head: a repository whose commits are signed.
+    let tree = root.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let mut repo = Repo::at(&tree);
+    let gary = repo.key("gary", "ed25519", None);
+    let erin = repo.key("erin", "ed25519", None);
+    let gary_line = gary.line("gary@contoso.example", "namespaces=\"git\"");
+    let erin_line = erin.line("erin@contoso.example", "namespaces=\"git\"");
+    let policy = |f: &str| std::fs::read_to_string(format!("{EXAMPLE_POLICIES}/{f}")).unwrap();
+    let example =
+        |m: &str| std::fs::read_to_string(format!("{EXAMPLES}/manifests/{m}.yaml")).unwrap();
+    repo.commit(
+        &[
+            ("policies/roles.yaml", &policy("roles.yaml")),
+            ("policies/guardrails.yaml", &policy("guardrails.yaml")),
+        ],
+        Some(&gary),
+        NOV_29,
+    );
+    let by_gary = repo.commit(
+        &[(
+            "manifests/offboarding-2026-11.yaml",
+            &example("offboarding-2026-11"),
+        )],
+        Some(&gary),
+        NOV_29 + 1,
+    );
+    let by_erin = repo.commit(
+        &[(
+            "manifests/stolen-laptop-carol.yaml",
+            &example("stolen-laptop-carol"),
+        )],
+        Some(&erin),
+        NOV_29 + 2,
+    );
+    production_store(&r, &recipe, &tree);
+
+    r.signers_secret = format!("{gary_line}\n{erin_line}");
+    let review = r.job(
+        &recipe,
+        "review-signed",
+        &root.join("ws-review"),
+        &tree,
+        PR_HEAD,
+    );
+    assert!(!review.failed, "the review failed:\n{}", review.log);
+    let reviewed = r.sim.join("uploads/mfactl-plan/plan.json");
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&reviewed).expect("the artifact")).unwrap();
+    let changes = plan["changes"].as_array().unwrap();
+    assert!(changes.len() >= 5, "{plan:#}");
+    for c in changes {
+        let (who, commit) = if c["user"] == "carol@contoso.example" {
+            ("erin@contoso.example", &by_erin)
+        } else {
+            ("gary@contoso.example", &by_gary)
+        };
+        assert_eq!(c["requested_by"]["user"], who, "{c:#}");
+        assert_eq!(c["requested_by"]["commit"], commit.as_str(), "{c:#}");
+    }
+    assert_eq!(r.comments().len(), 2, "the plan comment was posted");
+    r.record_run(101, "success", &reviewed);
+
+    // The secret, rotated since the review: erin's key is gone. Nothing is applied.
+    r.signers_secret = gary_line.clone();
+    let refused = r.job(
+        &recipe,
+        "apply-signed",
+        &root.join("ws-apply"),
+        &tree,
+        MERGE_SHA,
+    );
+    assert!(
+        refused.failed,
+        "applied without erin's key:\n{}",
+        refused.log
+    );
+    assert!(
+        refused
+            .log
+            .contains("== Apply exactly that plan: exit status: 3"),
+        "{}",
+        refused.log
+    );
+    let audit = mfactl(&r.prod, &["audit", "--format", "json"], root);
+    assert_eq!(audit.stdout.trim(), "[]", "{}", refused.log);
+
+    r.signers_secret = format!("{gary_line}\n{erin_line}");
+    let apply = r.job(
+        &recipe,
+        "apply-signed",
+        &root.join("ws-apply"),
+        &tree,
+        MERGE_SHA,
+    );
+    assert!(!apply.failed, "the apply failed:\n{}", apply.log);
+    let audit: serde_json::Value =
+        serde_json::from_str(&mfactl(&r.prod, &["audit", "--format", "json"], root).stdout)
+            .unwrap();
+    let records = audit.as_array().unwrap();
+    assert_eq!(records.len(), changes.len());
+    for rec in records {
+        assert_eq!(rec["actor"], "mfactl-ci@contoso.example", "{rec:#}");
+        assert_eq!(rec["plan_id"], plan["plan_id"], "{rec:#}");
+        let who = if rec["user"] == "carol@contoso.example" {
+            (&erin, &by_erin, "erin@contoso.example")
+        } else {
+            (&gary, &by_gary, "gary@contoso.example")
+        };
+        assert_eq!(rec["requested_by"], who.2, "{rec:#}");
+        assert_eq!(rec["key"], who.0.fingerprint.as_str(), "{rec:#}");
+        assert_eq!(rec["commit"], who.1.as_str(), "{rec:#}");
+    }
+
+    // Erin asks to delete henry's app passwords: the pipeline's actor (a global administrator)
+    // could; erin, an authentication administrator, may not, so the review fails and says why.
+    repo.commit(
+        &[(
+            "manifests/henry.yaml",
+            &manifest(
+                "henry",
+                "  - users: [henry@contoso.example]\n    app-passwords: none\n",
+            ),
+        )],
+        Some(&erin),
+        NOV_29 + 3,
+    );
+    let review = r.job(
+        &recipe,
+        "review-signed",
+        &root.join("ws-review"),
+        &tree,
+        PR_HEAD,
+    );
+    assert!(review.failed, "the review passed:\n{}", review.log);
+    let comments = r.comments();
+    let ours = comments
+        .iter()
+        .find(|c| c.starts_with("<!-- mfactl-plan -->"))
+        .unwrap();
+    assert!(ours.contains("erin@contoso.example"), "{ours}");
+    assert!(ours.contains("delete-app-passwords"), "{ours}");
 }
