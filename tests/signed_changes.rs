@@ -1231,3 +1231,49 @@ fn a_shallow_clone_does_not_lend_the_tip_signers_rights() {
         assert!(o.stderr.contains("shallow"), "{}", o.stderr);
     }
 }
+
+/// The daemon decides by signers too: `watch --once --signers FILE`, with no actor, applies
+/// nothing while one change is denied for its signer (exit 3, as apply), and applies, naming the
+/// requester, once a global administrator's signed commit has removed that request.
+#[test]
+fn watch_once_decides_by_whoever_signed() {
+    if !tools() {
+        return;
+    }
+    let mut t = Tenant::new(&[GARY, FRANK]);
+    let by_gary = t.ask(
+        "carol",
+        CAROL,
+        &format!("revoke-sessions-before: {T2}"),
+        Some(GARY),
+        NOV_29,
+    );
+    t.ask(
+        "gary",
+        GARY,
+        "revoke-sessions-before: 2026-11-29T00:00:00Z",
+        Some(FRANK),
+        NOV_29 + 1,
+    );
+    let before = t.export();
+    let o = t.signed(&["watch", "--once"]);
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(
+        o.all().contains(FRANK),
+        "the log names the requester:\n{}",
+        o.all()
+    );
+    assert_eq!(t.export(), before);
+
+    let gary = t.key(GARY).clone();
+    t.repo()
+        .remove(&["manifests/gary.yaml"], Some(&gary), NOV_29 + 2);
+    let o = t.signed(&["watch", "--once"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let audit = t.audit();
+    assert_eq!(audit.len(), 1, "{audit:#?}");
+    assert_eq!(audit[0]["user"], CAROL);
+    assert_eq!(audit[0]["requested_by"], GARY);
+    assert_eq!(audit[0]["key"], t.fingerprint(GARY));
+    assert_eq!(audit[0]["commit"], by_gary.as_str());
+}
