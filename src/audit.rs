@@ -23,14 +23,24 @@ pub fn record_hash(r: &AuditRecord) -> String {
         sources: &serde_json::to_string(&r.sources).unwrap_or_default(),
         plan_id: &r.plan_id,
         prev_hash: &r.prev_hash,
+        requested_by: requested_by_text(r).as_deref(),
     }
     .hash(&mut Vec::new())
+}
+
+/// The compact JSON the store keeps of a record's requester (`None` without `--signers`).
+pub fn requested_by_text(r: &AuditRecord) -> Option<String> {
+    r.requested_by
+        .as_ref()
+        .and_then(|by| serde_json::to_string(by).ok())
 }
 
 /// A record's fields as the store holds them: `before`, `after` and `sources` are the JSON text
 /// stored (compact, as `serde_json` writes them), so verifying a stored record parses nothing.
 /// Its encoding is `[seq,at,"actor","role","action","user",before,after,sources,"plan_id",
-/// "prev_hash"]`, the compact JSON of the record's fields in that order.
+/// "prev_hash"]`, the compact JSON of the record's fields in that order, with `,requested_by`
+/// (its stored JSON) before the `]` when the record has a requester: records written without
+/// `--signers`, and every record written before requesters existed, hash as they always did.
 pub struct Canonical<'a> {
     pub seq: i64,
     pub at: i64,
@@ -43,6 +53,7 @@ pub struct Canonical<'a> {
     pub sources: &'a str,
     pub plan_id: &'a str,
     pub prev_hash: &'a str,
+    pub requested_by: Option<&'a str>,
 }
 
 impl Canonical<'_> {
@@ -68,6 +79,10 @@ impl Canonical<'_> {
         for s in [self.plan_id, self.prev_hash] {
             buf.push(b',');
             string(buf, s);
+        }
+        if let Some(raw) = self.requested_by {
+            buf.push(b',');
+            buf.extend_from_slice(raw.as_bytes());
         }
         buf.push(b']');
         crate::util::hex(&Sha256::digest(&buf[..]))
@@ -272,6 +287,7 @@ mod tests {
             before.insert(t[6].clone(), time.map_or(json!(null), |t| json!(t.to_string())));
             before.insert("count".into(), json!(count));
             let r = AuditRecord {
+                requested_by: None,
                 seq,
                 at: Timestamp::from_unix(at),
                 actor: t[0].clone(),
@@ -293,6 +309,7 @@ mod tests {
         let mut out: Vec<AuditRecord> = Vec::new();
         for seq in 1..=n {
             let mut r = AuditRecord {
+                requested_by: None,
                 seq,
                 at: Timestamp::from_unix(1_700_000_000 + seq),
                 actor: "a".into(),

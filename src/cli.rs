@@ -72,6 +72,11 @@ pub enum Command {
         /// Add a per-user unified diff of the actual state against the state after apply
         #[arg(long)]
         diff: bool,
+        /// Bind each change to the signer of the commit that last changed its manifest: an
+        /// OpenSSH allowed-signers file (git's gpg.ssh.allowedSignersFile) kept outside the branch
+        /// under review; the signers' roles decide, and --actor is only recorded
+        #[arg(long, value_name = "FILE")]
+        signers: Option<PathBuf>,
     },
     /// Apply the manifests to the store, in one transaction
     ///
@@ -102,6 +107,11 @@ pub enum Command {
         /// Apply even though the audit chain is broken; the acceptance is recorded in the chain
         #[arg(long)]
         accept_broken_audit: bool,
+        /// Bind each change to the signer of the commit that last changed its manifest: an
+        /// OpenSSH allowed-signers file (git's gpg.ssh.allowedSignersFile) kept outside the branch
+        /// under review; the signers' roles decide, and --actor is only recorded
+        #[arg(long, value_name = "FILE")]
+        signers: Option<PathBuf>,
     },
     /// The roles and guardrails in force, and where they came from (built-in, ./policies, --policies)
     Policies {
@@ -155,6 +165,11 @@ pub enum Command {
         metrics_addr: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Bind each change to the signer of the commit that last changed its manifest: an
+        /// OpenSSH allowed-signers file (git's gpg.ssh.allowedSignersFile) kept outside the branch
+        /// under review; the signers' roles decide, and --actor is only recorded
+        #[arg(long, value_name = "FILE")]
+        signers: Option<PathBuf>,
     },
 }
 

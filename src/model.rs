@@ -385,4 +385,15 @@ pub struct AuditRecord {
     pub prev_hash: String,
     /// SHA-256 over this record's canonical encoding, `prev_hash` included.
     pub hash: String,
+    /// Under `--signers`: the signer whose request allowed the change (covered by the hash).
+    pub requested_by: Option<RequestedBy>,
+}
+
+/// Who a change was requested by under `--signers`: the signer (a directory user id), their
+/// key's fingerprint (`SHA256:…`) and the commit, as plans and the audit log name them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedBy {
+    pub user: String,
+    pub key: String,
+    pub commit: String,
 }

@@ -9,7 +9,9 @@
 use crate::manifest::locate::Seg;
 use crate::manifest::{Manifest, Problem, Selector, Where};
 use crate::model::{key_of, Action, ActionKind, Group, Timestamp, User};
-use crate::policy::{evaluate, Actor, Policy, TargetFacts, Verdict};
+use crate::policy::{
+    evaluate, Actor, Policy, RequestedBy, Requester, Requesters, TargetFacts, Verdict,
+};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -81,6 +83,27 @@ pub type Slice = Vec<(&'static str, Val)>;
 /// The version of the JSON plan (and saved-plan) format; later versions only add fields.
 pub const FORMAT_VERSION: u64 = 1;
 
+/// The requesters of a plan made with `--signers`, as the JSON plan and the saved plan write
+/// them (and the plan id covers them): per manifest name, its file, requester, key and commit, or
+/// why there is none; and why the role table does not count, if it does not.
+pub fn requesters_value(r: &Requesters) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let mut m = Map::new();
+    for (name, req) in &r.by_manifest {
+        let v = match req {
+            Requester::Signed {
+                signer,
+                key,
+                commit,
+                file,
+            } => json!({"file": file, "user": signer.id(), "key": key, "commit": commit}),
+            Requester::Refused { file, reason } => json!({"file": file, "refused": reason}),
+        };
+        m.insert(name.clone(), v);
+    }
+    json!({"manifests": Value::Object(m), "policy_refused": r.policy_refused})
+}
+
 /// A slice as the JSON plan, the saved plan and the audit record write it: an object of its
 /// fields in order, times as RFC 3339 strings (`null` for never).
 pub fn slice_value(s: &Slice) -> serde_json::Value {
@@ -112,6 +135,9 @@ pub struct Change {
     pub verdict: Option<Verdict>,
     /// The policy's roles that could approve it (shown when there is no actor).
     pub could_approve: Vec<String>,
+    /// Under `--signers`: the signer whose request allowed it (`None` when denied, or without
+    /// `--signers`).
+    pub requested_by: Option<RequestedBy>,
 }
 
 impl Change {
@@ -142,6 +168,9 @@ pub struct Plan {
     pub policies: String,
     pub changes: Vec<Change>,
     pub skipped: Vec<Skip>,
+    /// Under `--signers`: who asked for each manifest's changes (every change then names its
+    /// requester, or none when denied).
+    pub requesters: Option<Requesters>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -344,6 +373,10 @@ pub fn checked_plan(
         policies: policy.source.to_string(),
         changes,
         skipped,
+        requesters: match actor {
+            Actor::Requesters(r) => Some((**r).clone()),
+            _ => None,
+        },
     })
 }
 
@@ -433,7 +466,24 @@ pub fn plan(
                 .map(|(_, name)| *name)
                 .collect();
             let (before, after, removes) = effect(user, &action);
-            let (verdict, could_approve) = verdicts.get(policy, actor, *kind, &user.id, &facts);
+            let (verdict, could_approve, requested_by) = match actor {
+                Actor::Requesters(r) => {
+                    // Only the manifests that ask for exactly this change (the same cutoff).
+                    let identical: BTreeSet<&str> = asks
+                        .iter()
+                        .filter(|(t, _)| *t == merged)
+                        .map(|(_, name)| *name)
+                        .collect();
+                    let identical: Vec<&str> = identical.into_iter().collect();
+                    let (_, could) = verdicts.get(policy, &Actor::None, *kind, &user.id, &facts);
+                    let (v, by) = r.judge(policy, *kind, &user.id, &facts, &identical);
+                    (Some(v), could, by)
+                }
+                _ => {
+                    let (v, could) = verdicts.get(policy, actor, *kind, &user.id, &facts);
+                    (v, could, None)
+                }
+            };
             changes.push(Change {
                 user: user.id.clone(),
                 action,
@@ -443,6 +493,7 @@ pub fn plan(
                 sources: sources.into_iter().map(str::to_string).collect(),
                 verdict,
                 could_approve,
+                requested_by,
             });
         }
     }
@@ -754,6 +805,7 @@ pub fn replan(
             continue;
         };
         let facts = TargetFacts::of(user, &ra_groups);
+        let mut requested_by = None;
         let (verdict, could_approve) = if policy
             .guardrails
             .protected_users
@@ -769,6 +821,14 @@ pub fn replan(
                 }),
                 Vec::new(),
             )
+        } else if let Actor::Requesters(r) = actor {
+            // A saved change keeps every manifest that asks for it; any of their requesters
+            // may have allowed it, and the plan named the one that did.
+            let sources: Vec<&str> = p.sources.iter().map(String::as_str).collect();
+            let (_, could) = verdicts.get(policy, &Actor::None, p.kind, &user.id, &facts);
+            let (v, by) = r.judge(policy, p.kind, &user.id, &facts, &sources);
+            requested_by = by;
+            (Some(v), could)
         } else {
             verdicts.get(policy, actor, p.kind, &user.id, &facts)
         };
@@ -782,6 +842,7 @@ pub fn replan(
             after,
             removes,
             sources: p.sources.clone(),
+            requested_by,
         });
     }
     if bad.is_empty() {

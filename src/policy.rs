@@ -4,7 +4,7 @@
 
 use crate::model::{key_of, ActionKind, User};
 use serde::Deserialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The built-in role table: the repository's `policies/roles.yaml`, which follows the Entra ID
@@ -313,7 +313,7 @@ impl TargetFacts {
 }
 
 /// Who is acting, as far as the store knows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// No `--actor`: plans show which roles could approve each change.
     None,
@@ -323,14 +323,112 @@ pub enum Actor {
         id: String,
         roles: Vec<String>,
     },
+    /// `--signers`: each change is judged for the people who signed the manifests asking for it
+    /// (see [`Requesters`]); `--actor`, if given, is only recorded as who ran the command.
+    Requesters(Box<Requesters>),
 }
 
 impl Actor {
+    /// The acting administrator named in the plan and the audit log (under `--signers`, who ran
+    /// the command, when `--actor` names them).
     pub fn id(&self) -> Option<&str> {
         match self {
             Actor::None => None,
             Actor::Unknown(id) | Actor::Disabled(id) | Actor::Known { id, .. } => Some(id),
+            Actor::Requesters(r) => r.ran_by.as_deref(),
         }
+    }
+}
+
+/// Under `--signers`: who asked for each manifest's changes, and whether the role table itself
+/// may be trusted. The shell reads signatures and roles; the decision is made here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requesters {
+    /// `--actor`, recorded as who ran the command; its roles do not matter.
+    pub ran_by: Option<String>,
+    /// By manifest name.
+    pub by_manifest: BTreeMap<String, Requester>,
+    /// Why the policy files cannot be trusted (not committed, or not signed by a global
+    /// administrator): every change is denied with this reason.
+    pub policy_refused: Option<String>,
+}
+
+/// Who asked for one manifest's changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requester {
+    /// The signer of the latest commit that changed the manifest's file, with their roles as the
+    /// store holds them (unknown or disabled signers have no rights).
+    Signed {
+        signer: Actor,
+        /// The signing key's fingerprint, `SHA256:…`.
+        key: String,
+        /// The full id of the commit.
+        commit: String,
+        /// The manifest's file, for denial reasons.
+        file: String,
+    },
+    /// No usable signature; the reason names the file, the commit and what was wrong.
+    Refused { file: String, reason: String },
+}
+
+pub use crate::model::RequestedBy;
+
+impl Requesters {
+    /// Decides one change asked for, identically, by the manifests `sources`: allowed when the
+    /// requester of any of them may make it (the first in order, named as the requester), else
+    /// denied with every source's reason.
+    pub fn judge(
+        &self,
+        policy: &Policy,
+        action: ActionKind,
+        target_id: &str,
+        target: &TargetFacts,
+        sources: &[&str],
+    ) -> (Verdict, Option<RequestedBy>) {
+        if let Some(why) = &self.policy_refused {
+            return (
+                Verdict::Denied {
+                    reason: why.clone(),
+                },
+                None,
+            );
+        }
+        let mut reasons = Vec::new();
+        for name in sources {
+            match self.by_manifest.get(*name) {
+                None => reasons.push(format!("manifest {name} has no requester")),
+                Some(Requester::Refused { reason, .. }) => reasons.push(reason.clone()),
+                Some(Requester::Signed {
+                    signer,
+                    key,
+                    commit,
+                    file,
+                }) => match evaluate(policy, signer, action, target_id, target) {
+                    Some(Verdict::Allowed { role }) => {
+                        return (
+                            Verdict::Allowed { role },
+                            Some(RequestedBy {
+                                user: signer.id().unwrap_or_default().to_string(),
+                                key: key.clone(),
+                                commit: commit.clone(),
+                            }),
+                        )
+                    }
+                    Some(Verdict::Denied { reason }) => reasons.push(format!(
+                        "{file}: requested by {} in commit {}, who may not: {reason}",
+                        signer.id().unwrap_or_default(),
+                        commit.get(..7).unwrap_or(commit)
+                    )),
+                    None => reasons.push(format!("{file}: no requester")),
+                },
+            }
+        }
+        (
+            Verdict::Denied {
+                reason: reasons.join("; "),
+            },
+            None,
+        )
     }
 }
 
@@ -363,6 +461,8 @@ pub fn evaluate(
     };
     let (id, roles) = match actor {
         Actor::None => return None,
+        // Judged per source by `Requesters::judge`, which asks about each signer.
+        Actor::Requesters(_) => return None,
         Actor::Unknown(id) => {
             return Some(Verdict::Denied {
                 reason: format!("actor {id} is not a user in the store, so has no rights"),

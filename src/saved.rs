@@ -37,6 +37,12 @@ impl PlanDigest {
         d
     }
 
+    /// Adds the requesters of a plan made with `--signers` ([`crate::plan::requesters_value`]),
+    /// before any change.
+    pub fn requesters(&mut self, v: &Value) {
+        self.line("requesters", v);
+    }
+
     fn line(&mut self, tag: &str, v: &Value) {
         self.buf.clear();
         self.buf.push_str(tag);
@@ -103,6 +109,10 @@ pub fn change_content(c: &Change) -> String {
         &canonical_string(&crate::plan::slice_value(&c.before)),
         &canonical_string(&crate::plan::slice_value(&c.after)),
         &c.removes,
+        c.requested_by
+            .as_ref()
+            .map(|by| canonical_string(&json!(by)))
+            .as_deref(),
         &c.sources,
     )
 }
@@ -110,6 +120,7 @@ pub fn change_content(c: &Change) -> String {
 /// The canonical spelling of `{"action", "after", "before", "cutoff", "removes", "sources",
 /// "user"}` (keys sorted), with `before` and `after` given already canonical: the one spelling
 /// shared by a planned change and a change read back from a file.
+#[allow(clippy::too_many_arguments)]
 fn content(
     user: &str,
     action: &str,
@@ -117,6 +128,7 @@ fn content(
     before: &str,
     after: &str,
     removes: &[String],
+    requested_by: Option<&str>,
     sources: &[String],
 ) -> String {
     let text = |s: &str| Value::from(s).to_string();
@@ -131,8 +143,11 @@ fn content(
         out.push(']');
         out
     };
+    // `requested_by` (under `--signers`) sorts between `removes` and `sources`; plans made
+    // without it keep the spelling, and so the ids, they always had.
+    let requested = requested_by.map_or(String::new(), |by| format!(",\"requested_by\":{by}"));
     format!(
-        "{{\"action\":{},\"after\":{after},\"before\":{before},\"cutoff\":{},\"removes\":{},\"sources\":{},\"user\":{}}}",
+        "{{\"action\":{},\"after\":{after},\"before\":{before},\"cutoff\":{},\"removes\":{}{requested},\"sources\":{},\"user\":{}}}",
         text(action),
         cutoff.map_or("null".to_string(), text),
         list(removes),
@@ -197,6 +212,8 @@ pub struct SavedPlan {
     pub changes: Vec<SavedChange>,
     /// User id (as the store spells it) → [`crate::plan::fingerprint`] at plan time.
     pub fingerprints: BTreeMap<String, String>,
+    /// Under `--signers`: the plan's requesters ([`crate::plan::requesters_value`]).
+    pub requesters: Option<Value>,
 }
 
 #[derive(Debug)]
@@ -222,6 +239,9 @@ struct RawPlan {
     changes: Vec<Result<SavedChange, String>>,
     #[serde(default)]
     fingerprints: Option<BTreeMap<String, String>>,
+    /// Under `--signers`: who asked for each manifest's changes.
+    #[serde(default)]
+    requesters: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +255,8 @@ struct RawChange {
     after: String,
     removes: Vec<String>,
     sources: Vec<String>,
+    #[serde(default)]
+    requested_by: Option<Value>,
 }
 
 /// Reads the changes one at a time, keeping of each only what [`SavedChange`] holds (or why it
@@ -357,6 +379,9 @@ pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, S
     }
     if problems.is_empty() {
         let mut d = PlanDigest::new(raw.actor.as_deref(), raw.store_revision);
+        if let Some(r) = &raw.requesters {
+            d.requesters(r);
+        }
         for c in &changes {
             let fp = fingerprints.get(&c.user).map_or("", String::as_str);
             d.add_hashed(&c.user, fp, &c.content_sha);
@@ -383,6 +408,7 @@ pub fn parse_from(file: &str, reader: impl std::io::Read) -> Result<SavedPlan, S
         store_revision: raw.store_revision,
         changes,
         fingerprints,
+        requesters: raw.requesters,
     })
 }
 
@@ -411,6 +437,11 @@ fn typed(c: RawChange) -> Result<SavedChange, String> {
         &c.before,
         &c.after,
         &c.removes,
+        c.requested_by
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .map(canonical_string)
+            .as_deref(),
         &c.sources,
     );
     Ok(SavedChange {
@@ -502,12 +533,16 @@ impl SavedPlan {
                 &before,
                 &after,
                 &r.removes,
+                r.requested_by
+                    .as_ref()
+                    .map(|by| canonical_string(&json!(by)))
+                    .as_deref(),
                 &r.sources,
             );
             if <[u8; 32]>::from(Sha256::digest(remade.as_bytes())) != s.content_sha {
                 out.push(format!(
-                    "{} for {}: the file's before, after or removed ids are not what the state \
-                     it fingerprinted gives ({before} → {after} removing {:?})",
+                    "{} for {}: the file's before, after, removed ids or requester are not what \
+                     the state it fingerprinted gives ({before} → {after} removing {:?})",
                     s.kind.verb(),
                     crate::util::escape_text(&s.user),
                     r.removes

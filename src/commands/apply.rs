@@ -7,9 +7,10 @@
 
 use super::Ctx;
 use crate::error::{CmdResult, Exit, Failure};
-use crate::ops::apply::{self, Options};
+use crate::ops::apply::{self, Options, NO_ACTOR};
 use crate::ops::interrupt::{self, Interrupts};
-use crate::ops::{credentials, load, plan::compute_plan, saved};
+use crate::ops::plan::{compute_plan, Who};
+use crate::ops::{credentials, load, saved};
 use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::printer::{self, out_with};
@@ -18,17 +19,28 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// `apply [PATHS]`: plan under the write lock and apply, all or nothing.
-pub fn run(ctx: &Ctx, paths: &[PathBuf], auto_approve: bool, opts: &Options) -> CmdResult {
-    let actor = require_actor(ctx)?;
+pub fn run(
+    ctx: &Ctx,
+    paths: &[PathBuf],
+    auto_approve: bool,
+    signers: Option<&Path>,
+    opts: &Options,
+) -> CmdResult {
+    let actor = require_actor(ctx, signers)?;
     let interactive = require_approval(auto_approve)?;
     settle_leftovers(ctx, opts)?;
     let input = load::manifests(paths)?;
     ctx.warn_skipped_links(&input.skipped_links);
     let policy = ctx.policy()?;
+    let sigs = ctx.signatures(signers, &input)?;
+    let who = match &sigs {
+        Some(s) => Who::Signed(s),
+        None => Who::Actor(Some(&actor)),
+    };
     let mut st = ctx.open_store()?;
     ctx.warn_unprotected(&st, &policy)?;
     let preview = if interactive {
-        let plan = compute_plan(st.conn(), st.path(), &input, &policy, Some(&actor), ctx.now)?;
+        let plan = compute_plan(st.conn(), st.path(), &input, &policy, who, ctx.now)?;
         out_with(|w| render::text::write_plan(w, &plan, ctx.style));
         if plan.is_empty() {
             return Ok(Exit::Ok);
@@ -49,15 +61,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], auto_approve: bool, opts: &Options) -> 
     };
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
-    let plan = apply::plan_locked(
-        &tx,
-        &path,
-        &input,
-        &policy,
-        &actor,
-        ctx.now,
-        preview.as_ref(),
-    )?;
+    let plan = apply::plan_locked(&tx, &path, &input, &policy, who, ctx.now, preview.as_ref())?;
     if preview.is_none() {
         out_with(|w| render::text::write_plan(w, &plan, ctx.style));
     }
@@ -65,25 +69,43 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], auto_approve: bool, opts: &Options) -> 
 }
 
 /// `apply --plan FILE`: exactly the saved changes, or nothing (see `ops::saved`).
-pub fn run_saved(ctx: &Ctx, file: &Path, expect_id: Option<&str>, opts: &Options) -> CmdResult {
-    let actor = require_actor(ctx)?;
+pub fn run_saved(
+    ctx: &Ctx,
+    file: &Path,
+    expect_id: Option<&str>,
+    signers: Option<&Path>,
+    opts: &Options,
+) -> CmdResult {
+    let actor = require_actor(ctx, signers)?;
     settle_leftovers(ctx, opts)?;
     let opened = saved::open(file, expect_id)?;
     let policy = ctx.policy()?;
+    let dir = load::policy_dir(&ctx.settings);
+    let sigs = saved::signatures(&opened, signers, dir.as_deref(), ctx.actor.as_deref())?;
+    let who = match &sigs {
+        Some(s) => Who::Signed(s),
+        None => Who::Actor(Some(&actor)),
+    };
     saved::refuse_future(&opened, &policy, ctx.now)?;
     let mut st = ctx.open_store()?;
     ctx.warn_unprotected(&st, &policy)?;
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
-    let plan = saved::rebuild(&tx, &path, opened, &policy, &actor, ctx.now)?;
+    let plan = saved::rebuild(&tx, &path, opened, &policy, who, ctx.now)?;
     out_with(|w| render::text::write_plan(w, &plan, ctx.style));
     commit(ctx, tx, &path, &plan, &policy, &actor, opts)
 }
 
-fn require_actor(ctx: &Ctx) -> Result<String, Failure> {
-    ctx.actor.clone().ok_or_else(|| {
-        Failure::invalid("apply needs an actor: pass --actor ID or set MFACTL_ACTOR")
-    })
+/// The actor the audit log records. Under `--signers` the signers' roles decide and `--actor`
+/// is optional: without it, the records name [`NO_ACTOR`].
+fn require_actor(ctx: &Ctx, signers: Option<&Path>) -> Result<String, Failure> {
+    match (&ctx.actor, signers) {
+        (Some(a), _) => Ok(a.clone()),
+        (None, Some(_)) => Ok(NO_ACTOR.to_string()),
+        (None, None) => Err(Failure::invalid(
+            "apply needs an actor: pass --actor ID or set MFACTL_ACTOR (or --signers FILE)",
+        )),
+    }
 }
 
 /// Whether to ask on the terminal; an error when there is no terminal and no `--auto-approve`.

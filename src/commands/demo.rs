@@ -11,7 +11,7 @@ use crate::manifest::SourceFile;
 use crate::model::Timestamp;
 use crate::ops::apply::{self, Applied, Options};
 use crate::ops::load::{parse_all, Loaded};
-use crate::ops::plan::compute_plan;
+use crate::ops::plan::{compute_plan, Who};
 use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::printer::{self, out};
@@ -62,7 +62,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         st.path(),
         &input,
         &policy,
-        Some(EXAMPLE_ADMIN),
+        Who::Actor(Some(EXAMPLE_ADMIN)),
         ctx.now,
     )?;
     out(&render::text::plan(&plan, ctx.style));
@@ -98,7 +98,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         st.path(),
         &input,
         &policy,
-        Some(GLOBAL_ADMIN),
+        Who::Actor(Some(GLOBAL_ADMIN)),
         ctx.now,
     )?;
     out(&format!(
@@ -126,7 +126,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         st.path(),
         &input,
         &policy,
-        Some(GLOBAL_ADMIN),
+        Who::Actor(Some(GLOBAL_ADMIN)),
         ctx.now,
     )?;
     out(&render::text::plan(&again, ctx.style));
@@ -150,7 +150,15 @@ fn approve(
 ) -> Result<Option<Applied>, Failure> {
     let path = st.path().to_path_buf();
     let tx = st.begin()?;
-    let plan = apply::plan_locked(&tx, &path, input, policy, actor, now, Some(shown))?;
+    let plan = apply::plan_locked(
+        &tx,
+        &path,
+        input,
+        policy,
+        Who::Actor(Some(actor)),
+        now,
+        Some(shown),
+    )?;
     apply::apply_locked(tx, &path, &plan, policy, actor, now, opts)
 }
 

@@ -96,6 +96,27 @@ impl Ctx {
         Ok(())
     }
 
+    /// Under `--signers FILE`: who signed each manifest and policy file (see `ops::signed`).
+    pub fn signatures(
+        &self,
+        signers: Option<&std::path::Path>,
+        input: &ops::load::Loaded,
+    ) -> Result<Option<ops::signed::Signatures>, Failure> {
+        let Some(file) = signers else {
+            return Ok(None);
+        };
+        let dir = ops::load::policy_dir(&self.settings);
+        ops::signed::read(file, input, dir.as_deref(), self.actor.as_deref()).map(Some)
+    }
+
+    /// Whom a plan is for: the signers (under `--signers`), else `--actor`.
+    pub fn who<'a>(&'a self, sigs: &'a Option<ops::signed::Signatures>) -> ops::plan::Who<'a> {
+        match sigs {
+            Some(s) => ops::plan::Who::Signed(s),
+            None => ops::plan::Who::Actor(self.actor.as_deref()),
+        }
+    }
+
     /// A progress bar for a long write on stderr (see [`printer::Progress`]).
     pub fn progress(&self, what: &'static str) -> printer::Progress {
         printer::Progress::new(self.quiet, what)
@@ -133,6 +154,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             format,
             out,
             diff,
+            signers,
         } => plan::run(
             &ctx,
             &paths,
@@ -141,6 +163,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
                 format,
                 out,
                 diff,
+                signers,
             },
         ),
         Command::Apply {
@@ -151,6 +174,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             allow_large,
             credentials_out,
             accept_broken_audit,
+            signers,
         } => {
             let opts = ops::apply::Options {
                 allow_large,
@@ -158,8 +182,14 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
                 accept_broken_audit,
             };
             match plan {
-                Some(file) => apply::run_saved(&ctx, &file, expect_plan_id.as_deref(), &opts),
-                None => apply::run(&ctx, &paths, auto_approve, &opts),
+                Some(file) => apply::run_saved(
+                    &ctx,
+                    &file,
+                    expect_plan_id.as_deref(),
+                    signers.as_deref(),
+                    &opts,
+                ),
+                None => apply::run(&ctx, &paths, auto_approve, signers.as_deref(), &opts),
             }
         }
         Command::Show { user } => show::run(&ctx, &user),
@@ -195,6 +225,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             credentials_dir,
             metrics_addr,
             log_format,
+            signers,
         } => watch::run(
             ctx,
             watch::Options {
@@ -205,6 +236,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
                 credentials_dir,
                 metrics_addr,
                 log_format,
+                signers,
             },
         ),
     }

@@ -23,12 +23,14 @@ pub struct Options {
     pub format: PlanFormat,
     pub out: Option<PathBuf>,
     pub diff: bool,
+    pub signers: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     let input = manifests(paths)?;
     ctx.warn_skipped_links(&input.skipped_links);
     let policy = ctx.policy()?;
+    let sigs = ctx.signatures(opts.signers.as_deref(), &input)?;
     let st = ctx.open_store()?;
     let unprotected = unprotected_warning(&st, &policy)?;
     let mut writer: Box<dyn PlanWriter> = match opts.format {
@@ -48,7 +50,7 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
         st.path(),
         &input,
         &policy,
-        ctx.actor.as_deref(),
+        ctx.who(&sigs),
         ctx.now,
         // JSON names the id at its top; the other formats only at their end.
         opts.format == PlanFormat::Json,

@@ -18,6 +18,7 @@ pub struct Options {
     pub credentials_dir: Option<PathBuf>,
     pub metrics_addr: Option<String>,
     pub log_format: LogFormat,
+    pub signers: Option<PathBuf>,
 }
 
 /// Longer intervals are a mistake, and timers that far out overflow the clock arithmetic.
@@ -28,7 +29,7 @@ const MAX_INTERVAL_SECS: i64 = 366 * 86_400;
 const DAEMON_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
-    if ctx.actor.is_none() && !opts.detect_only {
+    if ctx.actor.is_none() && !opts.detect_only && opts.signers.is_none() {
         return Err(Failure::invalid(
             "watch applies changes, so it needs an actor: pass --actor ID or set MFACTL_ACTOR \
              (or use --detect-only to report drift without applying)",
@@ -76,6 +77,7 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
             .or_else(|| Some(PathBuf::from("policies")).filter(|d| d.is_dir())),
         detect_only: opts.detect_only,
         credentials_dir: opts.credentials_dir,
+        signers: opts.signers,
         lock_wait: if opts.once {
             ctx.lock_timeout
         } else {

@@ -8,7 +8,7 @@
 use super::credentials;
 use super::interrupt::{self, Interrupts};
 use super::load::Loaded;
-use super::plan::compute_plan;
+use super::plan::{compute_plan, Who};
 use crate::error::{Failure, Kind};
 use crate::model::{key_of, Action, Secret, Timestamp};
 use crate::plan::Plan;
@@ -17,6 +17,9 @@ use crate::store;
 use crate::util::escape_text;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Who ran an apply under `--signers` without `--actor`, as the audit log records it.
+pub const NO_ACTOR: &str = "(not given)";
 
 /// How an apply may go beyond the defaults.
 #[derive(Debug, Clone, Default)]
@@ -37,11 +40,11 @@ pub fn plan_locked(
     path: &Path,
     input: &Loaded,
     policy: &Policy,
-    actor: &str,
+    who: Who,
     now: Timestamp,
     preview: Option<&Plan>,
 ) -> Result<Plan, Failure> {
-    let plan = compute_plan(tx, path, input, policy, Some(actor), now)?;
+    let plan = compute_plan(tx, path, input, policy, who, now)?;
     match preview {
         Some(p) if p.changes != plan.changes => Err(Failure::new(
             Kind::Conflict,
@@ -210,11 +213,20 @@ fn refuse_denied(plan: &Plan) -> Result<(), Failure> {
             n - DENIED_LISTED
         ));
     }
-    lines.push(format!(
-        "error: {n} change{} not allowed for the actor; nothing was applied (remove them from the \
-         manifests, or have an administrator with the named roles apply)",
-        if n == 1 { " is" } else { "s are" }
-    ));
+    lines.push(if plan.requesters.is_some() {
+        format!(
+            "error: {n} change{} not allowed for {} requesters; nothing was applied (remove \
+             them from the manifests, or have an administrator with the named roles sign them)",
+            if n == 1 { " is" } else { "s are" },
+            if n == 1 { "its" } else { "their" }
+        )
+    } else {
+        format!(
+            "error: {n} change{} not allowed for the actor; nothing was applied (remove them \
+             from the manifests, or have an administrator with the named roles apply)",
+            if n == 1 { " is" } else { "s are" }
+        )
+    });
     Err(Failure::many(Kind::Denied, lines))
 }
 

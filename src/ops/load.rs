@@ -21,11 +21,12 @@ pub struct Policies {
 /// records which of them it is, for the plan's header and `mfactl policies`. Unreadable or
 /// invalid policy files are invalid input, like invalid manifests.
 pub fn policies(settings: &Settings) -> Result<Policies, Failure> {
-    let (dir, source) = match &settings.policies {
-        Some(d) => (d.clone(), PolicySource::Dir(d.display().to_string())),
-        None if Path::new("policies").is_dir() => {
-            (PathBuf::from("policies"), PolicySource::WorkingDir)
+    let (dir, source) = match policy_dir(settings) {
+        Some(d) if settings.policies.is_some() => {
+            let source = PolicySource::Dir(d.display().to_string());
+            (d, source)
         }
+        Some(d) => (d, PolicySource::WorkingDir),
         None => {
             return Ok(Policies {
                 policy: Policy::defaults(),
@@ -48,6 +49,15 @@ pub fn policies(settings: &Settings) -> Result<Policies, Failure> {
             note,
         })
         .map_err(|e| Failure::invalid(e.to_string()))
+}
+
+/// The policy directory in force: `--policies DIR`, else `./policies` when it exists; `None` for
+/// the built-in policies.
+pub fn policy_dir(settings: &Settings) -> Option<PathBuf> {
+    settings
+        .policies
+        .clone()
+        .or_else(|| Some(PathBuf::from("policies")).filter(|d| Path::new(d).is_dir()))
 }
 
 /// The warning for guardrails that protect nobody in the store (none listed, or none of those

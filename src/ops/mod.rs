@@ -11,6 +11,7 @@ pub mod interrupt;
 pub mod load;
 pub mod plan;
 pub mod saved;
+pub mod signed;
 
 use crate::error::Failure;
 use crate::model::Timestamp;

@@ -4,11 +4,12 @@
 //! it comes, nor all its changes): a plan of a million users takes a few megabytes.
 
 use super::load::{invalid, offline_problems, Loaded};
+use super::signed::{self, Signatures};
 use crate::error::Failure;
 use crate::manifest;
 use crate::model::{key_of, Timestamp, User};
 use crate::plan::{self, Actual, Change, Plan, Skip};
-use crate::policy::Policy;
+use crate::policy::{Actor, Policy};
 use crate::saved::PlanDigest;
 use crate::store;
 use rusqlite::Connection;
@@ -33,13 +34,43 @@ pub(crate) fn batch_size() -> usize {
     PLAN_BATCH
 }
 
+/// Who the plan is for: the acting administrator (`--actor`, or nobody), or, under `--signers`,
+/// the signers of the manifests.
+#[derive(Clone, Copy)]
+pub enum Who<'a> {
+    Actor(Option<&'a str>),
+    Signed(&'a Signatures),
+}
+
+impl<'a> Who<'a> {
+    /// As the core takes it, with roles read from the store in `conn`'s snapshot.
+    pub fn load(self, conn: &Connection, store_path: &Path) -> Result<Actor, Failure> {
+        match self {
+            Who::Actor(actor) => {
+                let keys: Vec<String> = actor.map(key_of).into_iter().collect();
+                let users = store::load_keys(conn, store_path, &keys)?;
+                Ok(store::load_actor(
+                    &Actual {
+                        users,
+                        ..Actual::default()
+                    },
+                    actor,
+                ))
+            }
+            Who::Signed(sigs) => Ok(Actor::Requesters(Box::new(signed::requesters(
+                conn, store_path, sigs,
+            )?))),
+        }
+    }
+}
+
 /// The whole plan, for the commands that need it whole (apply, watch, the demo).
 pub fn compute_plan(
     conn: &Connection,
     store_path: &Path,
     input: &Loaded,
     policy: &Policy,
-    actor: Option<&str>,
+    who: Who,
     now: Timestamp,
 ) -> Result<Plan, Failure> {
     let mut plan = None;
@@ -48,7 +79,7 @@ pub fn compute_plan(
         store_path,
         input,
         policy,
-        actor,
+        who,
         now,
         false,
         &mut |step| {
@@ -109,7 +140,7 @@ pub fn plan_batches(
     store_path: &Path,
     input: &Loaded,
     policy: &Policy,
-    actor: Option<&str>,
+    who: Who,
     now: Timestamp,
     id_first: bool,
     each: &mut dyn FnMut(Step) -> Result<(), Failure>,
@@ -119,17 +150,7 @@ pub fn plan_batches(
         let known = store::existing_users(conn, store_path, &needs.user_keys)?;
         let groups = store::load_groups(conn, store_path)?;
         let revision = store::revision(conn, store_path)?;
-        let who = {
-            let keys: Vec<String> = actor.map(key_of).into_iter().collect();
-            let users = store::load_keys(conn, store_path, &keys)?;
-            store::load_actor(
-                &Actual {
-                    users,
-                    ..Actual::default()
-                },
-                actor,
-            )
-        };
+        let who = who.load(conn, store_path)?;
         let mut problems = offline_problems(input, policy, now);
         problems.extend(plan::check_known_in(
             &input.manifests,
@@ -147,8 +168,18 @@ pub fn plan_batches(
             policies: policy.source.to_string(),
             changes: Vec::new(),
             skipped: Vec::new(),
+            requesters: match &who {
+                Actor::Requesters(r) => Some((**r).clone()),
+                _ => None,
+            },
         };
-        let digest = || PlanDigest::new(who.id(), revision);
+        let digest = || {
+            let mut d = PlanDigest::new(who.id(), revision);
+            if let Actor::Requesters(r) = &who {
+                d.requesters(&plan::requesters_value(r));
+            }
+            d
+        };
         // The named users and the groups' members; `None` for the whole directory.
         let keys = if needs.all_users {
             None

@@ -5,10 +5,12 @@
 //! the guardrails.
 
 use super::apply::DENIED_LISTED;
-use super::plan::batch_size;
+use super::plan::{batch_size, Who};
+use super::signed::{self, Signatures};
 use crate::error::{Failure, Kind};
 use crate::model::{key_of, Timestamp};
 use crate::plan::{Actual, Plan};
+use crate::policy::Actor;
 use crate::policy::Policy;
 use crate::saved::SavedPlan;
 use crate::sources::io_reason;
@@ -53,6 +55,43 @@ pub fn open(file: &Path, expect_id: Option<&str>) -> Result<Opened, Failure> {
     })
 }
 
+/// Under `--signers`, the saved plan's requesters read again from git: the manifest files it
+/// names must still be committed, and their latest commits signed, as when it was made (checked
+/// in [`rebuild`]). A plan made with `--signers` is applied only with `--signers`, and the
+/// other way round.
+pub fn signatures(
+    o: &Opened,
+    signers: Option<&Path>,
+    policy_dir: Option<&Path>,
+    ran_by: Option<&str>,
+) -> Result<Option<Signatures>, Failure> {
+    let recorded = o.saved.requesters.as_ref().filter(|v| !v.is_null());
+    match (recorded, signers) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Failure::invalid(format!(
+            "{} was made with --signers: apply it with --signers FILE, so that its requesters \
+             are verified again; nothing was applied",
+            o.name
+        ))),
+        (None, Some(_)) => Err(Failure::invalid(format!(
+            "{} was made without --signers, so it names no requesters; make it again with \
+             `mfactl plan --signers FILE --out FILE`; nothing was applied",
+            o.name
+        ))),
+        (Some(r), Some(file)) => {
+            let named: Vec<(&str, &str)> = r["manifests"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(name, v)| Some((name.as_str(), v["file"].as_str()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            signed::read_named(file, &named, policy_dir, ran_by).map(Some)
+        }
+    }
+}
+
 /// Refuses a saved plan whose cutoffs lie in the future now, as the manifest check would.
 pub fn refuse_future(o: &Opened, policy: &Policy, now: Timestamp) -> Result<(), Failure> {
     let future = crate::plan::future_cutoffs(&o.planned, policy, now);
@@ -84,7 +123,7 @@ pub fn rebuild(
     path: &Path,
     o: Opened,
     policy: &Policy,
-    actor: &str,
+    who: Who,
     now: Timestamp,
 ) -> Result<Plan, Failure> {
     let Opened {
@@ -103,16 +142,24 @@ pub fn rebuild(
     }
     let groups = store::load_groups(tx, path)?;
     let revision = store::revision(tx, path)?;
-    let who = {
-        let users = store::load_keys(tx, path, &[key_of(actor)])?;
-        store::load_actor(
-            &Actual {
-                users,
-                ..Default::default()
-            },
-            Some(actor),
-        )
+    let who = who.load(tx, path)?;
+    let requesters = match &who {
+        Actor::Requesters(r) => Some((**r).clone()),
+        _ => None,
     };
+    if let (Some(now), Some(then)) = (&requesters, &saved.requesters) {
+        let now = crate::plan::requesters_value(now);
+        if &now != then {
+            return Err(Failure::new(
+                Kind::Conflict,
+                format!(
+                    "the requesters of {name} changed since it was made: {}; nothing was applied; \
+                     run plan again",
+                    requester_changes(then, &now).join("; ")
+                ),
+            ));
+        }
+    }
     // One fingerprint per user, looked up by key: linear in the plan's size.
     let saw: BTreeMap<String, String> = std::mem::take(&mut saved.fingerprints)
         .into_iter()
@@ -187,10 +234,61 @@ pub fn rebuild(
     Ok(Plan {
         id: saved.plan_id,
         created_at: now,
-        actor: Some(actor.to_string()),
+        actor: who.id().map(str::to_string),
         store_revision: revision,
         policies: policy.source.to_string(),
         changes,
         skipped: Vec::new(),
+        requesters,
     })
+}
+
+/// What differs between the requesters a saved plan recorded and those git gives now, one
+/// phrase per manifest (and the role table).
+fn requester_changes(then: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    fn describe(v: &serde_json::Value) -> String {
+        if v.is_null() {
+            return "no such manifest".into();
+        }
+        match v["refused"].as_str() {
+            Some(why) => format!("refused ({why})"),
+            None => format!(
+                "requested by {} in commit {} with key {}",
+                v["user"].as_str().unwrap_or("nobody"),
+                v["commit"]
+                    .as_str()
+                    .map_or("?", |c| c.get(..7).unwrap_or(c)),
+                v["key"].as_str().unwrap_or("?")
+            ),
+        }
+    }
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["manifests"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut all = names(then);
+    all.extend(names(now));
+    all.sort();
+    all.dedup();
+    let mut out: Vec<String> = all
+        .iter()
+        .filter(|n| then["manifests"][n.as_str()] != now["manifests"][n.as_str()])
+        .map(|n| {
+            format!(
+                "manifest {} was {}, and is now {}",
+                escape_text(n),
+                escape_text(&describe(&then["manifests"][n.as_str()])),
+                escape_text(&describe(&now["manifests"][n.as_str()]))
+            )
+        })
+        .collect();
+    if then["policy_refused"] != now["policy_refused"] {
+        out.push(match now["policy_refused"].as_str() {
+            Some(why) => format!("the role table no longer counts: {}", escape_text(why)),
+            None => "the role table counts now, and did not then".into(),
+        });
+    }
+    out
 }

@@ -11,7 +11,7 @@ use crate::manifest::{Entry, Manifest, Problem, Selector, Settings, Where};
 use crate::model::{
     key_of, Action, ActionKind, AppPassword, Device, Group, Method, Session, Timestamp, User,
 };
-use crate::policy::{Actor, Policy, Verdict};
+use crate::policy::{Actor, Policy, Requester, Requesters, Verdict};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -1683,6 +1683,39 @@ proptest! {
         }
     }
 
+    /// Under `--signers`, a plan in which every manifest was signed by a global administrator
+    /// is the plan `--actor` of that administrator gives, apart from the requester fields.
+    #[test]
+    fn prop_signers_all_global_administrators_plan_as_the_actor(s in arb_scenario()) {
+        let actor = global_admin();
+        let by_actor = checked_plan(&s.manifests, &s.actual, &s.policy, &actor, now())
+            .map_err(|e| TestCaseError::fail(format!("problems: {e:#?}")))?;
+        let signed = Actor::Requesters(Box::new(Requesters {
+            ran_by: None,
+            by_manifest: s
+                .manifests
+                .iter()
+                .map(|m| {
+                    (m.name.clone(), Requester::Signed {
+                        signer: actor.clone(),
+                        key: "SHA256:k".into(),
+                        commit: "c0ffee0".repeat(5) + "c0ffe",
+                        file: m.file.clone(),
+                    })
+                })
+                .collect(),
+            policy_refused: None,
+        }));
+        let mut by_signers = checked_plan(&s.manifests, &s.actual, &s.policy, &signed, now())
+            .map_err(|e| TestCaseError::fail(format!("problems: {e:#?}")))?;
+        for c in &mut by_signers.changes {
+            let by = c.requested_by.take();
+            prop_assert_eq!(by.map(|b| b.user), Some("root@contoso.example".to_string()));
+        }
+        prop_assert_eq!(by_signers.changes, by_actor.changes);
+        prop_assert_eq!(by_signers.skipped, by_actor.skipped);
+    }
+
     /// The plan equals what the tables of docs/store.md say, change by change (and in order).
     #[test]
     fn prop_plan_matches_the_reference_model(s in arb_scenario()) {
@@ -1784,4 +1817,102 @@ proptest! {
             prop_assert!(run(&manifests, &after).changes.is_empty());
         }
     }
+}
+
+/// Two manifests ask for one change: it is allowed when either requester may make it, and
+/// names that one; denied, with every reason, when neither may; and denied whatever the
+/// requesters when the role table does not count.
+#[test]
+fn a_change_is_allowed_when_any_identical_source_has_a_requester_who_may() {
+    let t = Timestamp::parse("2026-11-20T00:00:00Z").unwrap();
+    let ask = |name: &str| {
+        manifest(
+            name,
+            vec![entry(
+                users_sel(&["bob@contoso.example"]),
+                &[],
+                sessions_before(t),
+            )],
+        )
+    };
+    let mut bob = user("bob@contoso.example");
+    bob.sessions.push(session("s-1", t.plus_secs(-60)));
+    let actual = directory(vec![bob], &[]);
+    let signed = |signer: Actor, name: &str| Requester::Signed {
+        signer,
+        key: format!("SHA256:{name}"),
+        commit: format!("{name:0>40}"),
+        file: format!("manifests/{name}.yaml"),
+    };
+    let judge = |reqs: Vec<(&str, Requester)>, refused: Option<&str>| {
+        let who = Actor::Requesters(Box::new(Requesters {
+            ran_by: None,
+            by_manifest: reqs.into_iter().map(|(n, r)| (n.to_string(), r)).collect(),
+            policy_refused: refused.map(str::to_string),
+        }));
+        let p = checked_plan(
+            &[ask("a"), ask("b")],
+            &actual,
+            &Policy::defaults(),
+            &who,
+            now(),
+        )
+        .expect("a plan");
+        assert_eq!(p.changes.len(), 1);
+        p.changes[0].clone()
+    };
+    let helpdesk = known("frank@contoso.example", &["helpdesk-administrator"]);
+    let c = judge(
+        vec![
+            ("a", signed(helpdesk.clone(), "a")),
+            ("b", signed(global_admin(), "b")),
+        ],
+        None,
+    );
+    assert!(
+        matches!(c.verdict, Some(Verdict::Allowed { .. })),
+        "{:?}",
+        c.verdict
+    );
+    assert_eq!(c.requested_by.unwrap().key, "SHA256:b");
+    let c = judge(
+        vec![
+            ("a", signed(helpdesk.clone(), "a")),
+            (
+                "b",
+                Requester::Refused {
+                    file: "b.yaml".into(),
+                    reason: "b.yaml: unsigned".into(),
+                },
+            ),
+        ],
+        None,
+    );
+    let Some(Verdict::Denied { reason }) = c.verdict else {
+        panic!("{:?}", c.verdict)
+    };
+    assert!(
+        reason.contains("manifests/a.yaml: requested by frank@contoso.example"),
+        "{reason}"
+    );
+    assert!(reason.contains("b.yaml: unsigned"), "{reason}");
+    assert!(c.requested_by.is_none());
+    let c = judge(
+        vec![("a", signed(Actor::Disabled("gone@x".into()), "a"))],
+        None,
+    );
+    assert!(c.is_denied(), "a disabled signer has no rights");
+    let c = judge(
+        vec![
+            ("a", signed(global_admin(), "a")),
+            ("b", signed(global_admin(), "b")),
+        ],
+        Some("policy file roles.yaml: not signed"),
+    );
+    assert_eq!(
+        c.verdict,
+        Some(Verdict::Denied {
+            reason: "policy file roles.yaml: not signed".into()
+        })
+    );
 }

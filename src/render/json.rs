@@ -19,8 +19,10 @@ fn verdict_value(v: &Option<Verdict>) -> Value {
     }
 }
 
-pub fn change_value(c: &Change) -> Value {
-    json!({
+/// A change as the JSON plan writes it; `signed` (a plan made with `--signers`) adds its
+/// `requested_by` (`null` when denied).
+pub fn change_value(c: &Change, signed: bool) -> Value {
+    let mut v = json!({
         "user": c.user,
         "action": c.kind().verb(),
         "before": slice_value(&c.before),
@@ -29,22 +31,39 @@ pub fn change_value(c: &Change) -> Value {
         "removes": c.removes,
         "sources": c.sources,
         "verdict": verdict_value(&c.verdict),
-    })
+    });
+    if signed {
+        if let Some(m) = v.as_object_mut() {
+            m.insert("requested_by".into(), json!(c.requested_by));
+        }
+    }
+    v
 }
 
 pub fn plan_value(p: &Plan) -> Value {
     let s = p.summary();
-    json!({
+    let mut v = json!({
         "format_version": FORMAT_VERSION,
         "plan_id": p.id,
         "created_at": p.created_at.to_string(),
         "actor": p.actor,
         "store_revision": p.store_revision,
         "policies": p.policies,
-        "changes": p.changes.iter().map(change_value).collect::<Vec<_>>(),
+        "requesters": p.requesters.as_ref().map(crate::plan::requesters_value),
+        "changes": p
+            .changes
+            .iter()
+            .map(|c| change_value(c, p.requesters.is_some()))
+            .collect::<Vec<_>>(),
         "skipped": p.skipped.iter().map(skip_value).collect::<Vec<_>>(),
         "summary": summary_value(&s),
-    })
+    });
+    if p.requesters.is_none() {
+        if let Some(m) = v.as_object_mut() {
+            m.shift_remove("requesters");
+        }
+    }
+    v
 }
 
 fn skip_value(k: &Skip) -> Value {
@@ -68,6 +87,8 @@ pub fn plan(p: &Plan) -> String {
 /// plan's `fingerprints`. Both are held until the end, where their keys fall.
 pub struct Writer {
     written: usize,
+    /// The plan was made with `--signers`: changes carry `requested_by`.
+    signed: bool,
     diffs: Option<BTreeMap<String, String>>,
     fingerprints: Option<BTreeMap<String, String>>,
 }
@@ -76,6 +97,7 @@ impl Writer {
     pub fn new(diffs: bool) -> Writer {
         Writer {
             written: 0,
+            signed: false,
             diffs: diffs.then(BTreeMap::new),
             fingerprints: None,
         }
@@ -131,6 +153,11 @@ impl PlanWriter for Writer {
         write!(out, ",\n  \"store_revision\": {}", p.store_revision)?;
         out.write_str(",\n  \"policies\": ")?;
         write_nested(out, &p.policies, 1)?;
+        self.signed = p.requesters.is_some();
+        if let Some(r) = &p.requesters {
+            out.write_str(",\n  \"requesters\": ")?;
+            write_nested(out, &crate::plan::requesters_value(r), 1)?;
+        }
         out.write_str(",\n  \"changes\": [")
     }
 
@@ -146,7 +173,7 @@ impl PlanWriter for Writer {
             } else {
                 ",\n    "
             })?;
-            write_nested(out, &change_value(c), 2)?;
+            write_nested(out, &change_value(c, self.signed), 2)?;
             self.written += 1;
         }
         if let Some(all) = &mut self.diffs {
@@ -186,6 +213,7 @@ mod tests {
 
     fn change(user: &str, denied: bool) -> Change {
         Change {
+            requested_by: None,
             user: user.into(),
             action: Action::RevokeSessions {
                 before: Timestamp::from_unix(1_700_000_000),
@@ -221,6 +249,7 @@ mod tests {
     #[test]
     fn the_streamed_plan_is_serde_jsons_pretty_print() {
         let mut p = Plan {
+            requesters: None,
             id: "abc".into(),
             created_at: Timestamp::from_unix(1_764_504_000),
             actor: Some("gary@contoso.example".into()),

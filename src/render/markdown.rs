@@ -265,10 +265,15 @@ impl PlanWriter for Writer {
             plural(s.users, "user", "users"),
             s.denied
         );
-        let actor = p.actor.as_deref().map_or(
-            "none (verdicts name the roles that could approve)".to_string(),
-            |a| cuts.md(a, ID_BYTES),
-        );
+        let actor = match (p.actor.as_deref(), &p.requesters) {
+            (Some(a), Some(_)) => format!(
+                "the signers of the manifests (run by {})",
+                cuts.md(a, ID_BYTES)
+            ),
+            (None, Some(_)) => "the signers of the manifests".to_string(),
+            (Some(a), None) => cuts.md(a, ID_BYTES),
+            (None, None) => "none (verdicts name the roles that could approve)".to_string(),
+        };
         let _ = writeln!(
             head,
             "Actor: {actor} · store revision {} · {} · policies {} · plan {}\n",
@@ -375,7 +380,16 @@ fn user_section(cuts: &mut Cuts, user: &str, changes: &[&Change], diff: Option<&
         let removes = cuts.md_list(c.removes.iter().map(String::as_str), usize::MAX, LIST_BYTES);
         let sources = cuts.md_list(c.sources.iter().map(String::as_str), usize::MAX, LIST_BYTES);
         let verdict = match &c.verdict {
-            Some(Verdict::Allowed { role }) => format!("✅ {}", cuts.md(role, ID_BYTES)),
+            Some(Verdict::Allowed { role }) => match &c.requested_by {
+                Some(by) => format!(
+                    "✅ {}, requested by {} (commit {}, key {})",
+                    cuts.md(role, ID_BYTES),
+                    cuts.md(&by.user, ID_BYTES),
+                    cuts.md(by.commit.get(..7).unwrap_or(&by.commit), ID_BYTES),
+                    cuts.md(&by.key, ID_BYTES)
+                ),
+                None => format!("✅ {}", cuts.md(role, ID_BYTES)),
+            },
             Some(Verdict::Denied { reason }) => format!("⛔ {}", cuts.md(reason, REASON_BYTES)),
             None => format!(
                 "needs one of: {}",
@@ -494,6 +508,7 @@ mod tests {
             _ => Action::RevokeTrustedDevices { before: t },
         };
         Change {
+            requested_by: None,
             user: user.to_string(),
             action,
             before: vec![("sessions", Val::Count(removes.len()))],
@@ -550,6 +565,7 @@ mod tests {
         }
         input += skipped.iter().map(String::len).sum::<usize>();
         let p = Plan {
+            requesters: None,
             id: actor.to_string(),
             created_at: Timestamp::from_unix(1_764_504_000),
             actor: Some(actor.to_string()),

@@ -103,12 +103,12 @@ impl Writer {
 
 impl PlanWriter for Writer {
     fn head(&mut self, out: &mut dyn Write, p: &Plan) -> fmt::Result {
-        let who = p
-            .actor
-            .as_deref()
-            .map_or("no actor (verdicts show who could approve)".into(), |a| {
-                format!("actor {}", esc(a))
-            });
+        let who = match (&p.actor, &p.requesters) {
+            (Some(a), Some(_)) => format!("the signers of the manifests (run by {})", esc(a)),
+            (None, Some(_)) => "the signers of the manifests".into(),
+            (Some(a), None) => format!("actor {}", esc(a)),
+            (None, None) => "no actor (verdicts show who could approve)".into(),
+        };
         writeln!(
             out,
             "{}",
@@ -169,6 +169,15 @@ impl PlanWriter for Writer {
             }
             if let Some((_, _, verdict)) = &self.last_verdict {
                 writeln!(out, "      {verdict}")?;
+            }
+            if let Some(by) = &c.requested_by {
+                writeln!(
+                    out,
+                    "      requested by {} · commit {} · key {}",
+                    esc(&by.user),
+                    esc(by.commit.get(..7).unwrap_or(&by.commit)),
+                    esc(&by.key)
+                )?;
             }
         }
         for d in diffs.values() {
@@ -253,6 +262,15 @@ pub fn audit(records: &[AuditRecord], st: Style) -> String {
             srcs.join(", "),
             esc(&r.plan_id)
         );
+        if let Some(by) = &r.requested_by {
+            let _ = writeln!(
+                out,
+                "    requested by {} · commit {} · key {}",
+                esc(&by.user),
+                esc(&by.commit),
+                esc(&by.key)
+            );
+        }
     }
     if records.is_empty() {
         out.push_str("No audit records.\n");

@@ -97,6 +97,7 @@ pub fn apply_plan(
                     plan_id: plan.id.clone(),
                     prev_hash,
                     hash: String::new(),
+                    requested_by: c.requested_by.clone(),
                 };
                 r.hash = crate::audit::record_hash(&r);
                 prev_hash = r.hash.clone();
@@ -241,6 +242,7 @@ struct Texts {
     before: String,
     after: String,
     sources: String,
+    requested_by: Option<String>,
 }
 
 impl Texts {
@@ -249,6 +251,7 @@ impl Texts {
             before: r.before.to_string(),
             after: r.after.to_string(),
             sources: serde_json::to_string(&r.sources).unwrap_or_default(),
+            requested_by: crate::audit::requested_by_text(r),
         }
     }
 }
@@ -307,6 +310,7 @@ impl<'a> Chain<'a> {
             plan_id: plan_id.to_string(),
             prev_hash: self.head.clone(),
             hash: String::new(),
+            requested_by: None,
         };
         r.hash = crate::audit::record_hash(&r);
         let texts = Texts::of(&r);
@@ -322,8 +326,8 @@ impl<'a> Chain<'a> {
         }
         self.tx
             .prepare_cached(
-                "INSERT INTO audit (seq, at, actor, role, action, user, user_key, before, after, sources, plan_id, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO audit (seq, at, actor, role, action, user, user_key, before, after, sources, plan_id, prev_hash, hash, requested_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -339,7 +343,8 @@ impl<'a> Chain<'a> {
                     texts.sources,
                     r.plan_id,
                     r.prev_hash,
-                    r.hash
+                    r.hash,
+                    texts.requested_by
                 ])
             })
             .map_err(|e| map_err(self.path, "append audit record", e))?;

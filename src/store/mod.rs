@@ -369,7 +369,8 @@ pub(crate) fn each_audit(
     f: &mut dyn FnMut(crate::model::AuditRecord),
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id, prev_hash, hash
+        "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id, prev_hash, hash,
+                requested_by
          FROM audit WHERE (?1 IS NULL OR user_key = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY seq",
     )?;
     let key = user.map(crate::model::key_of);
@@ -397,6 +398,10 @@ pub(crate) fn each_audit(
                 plan_id: text(9)?,
                 prev_hash: text(10)?,
                 hash: text(11)?,
+                requested_by: match r.get_ref(12)? {
+                    rusqlite::types::ValueRef::Null => None,
+                    _ => serde_json::from_str(&text(12)?).ok(),
+                },
             })
         };
         f(record().map_err(|e| {
@@ -435,7 +440,8 @@ fn verify_records(
 ) -> rusqlite::Result<()> {
     use rusqlite::types::ValueRef;
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id, prev_hash, hash
+        "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id, prev_hash, hash,
+                requested_by
          FROM audit ORDER BY seq",
     )?;
     let mut rows = stmt.query([])?;
@@ -450,6 +456,10 @@ fn verify_records(
             })
         };
         let (seq, action, prev_hash, hash) = (int(0)?, text(4)?, text(10)?, text(11)?);
+        let requested_by = match r.get_ref(12)? {
+            ValueRef::Null => None,
+            _ => Some(text(12)?),
+        };
         let computed = crate::audit::Canonical {
             seq,
             at: int(1)?,
@@ -462,6 +472,7 @@ fn verify_records(
             sources: &text(8)?,
             plan_id: &text(9)?,
             prev_hash: &prev_hash,
+            requested_by: requested_by.as_deref(),
         }
         .hash(&mut buf);
         verifier.check(seq, &action, &prev_hash, &hash, &computed);

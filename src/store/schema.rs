@@ -94,6 +94,10 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO audit_head (id, hash, count) VALUES (1, '', 0);
     "#,
+    // 3: who requested each change under `--signers` (compact JSON of user, key and commit).
+    r#"
+    ALTER TABLE audit ADD COLUMN requested_by TEXT;
+    "#,
 ];
 
 pub fn latest() -> i64 {
@@ -105,10 +109,11 @@ pub fn migrate(conn: &mut Connection, from: i64, app_id: i64) -> rusqlite::Resul
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
         tx.execute_batch(sql)?;
-        if i + 1 == 2 {
-            chain_existing_records(&tx)?;
-        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    // Migration 2's data step, once the records can be read as the latest schema has them.
+    if from < 2 {
+        chain_existing_records(&tx)?;
     }
     tx.pragma_update(None, "application_id", app_id)?;
     tx.commit()

@@ -241,6 +241,7 @@ mod tests {
             outcome: Outcome::Applied,
             applied,
             touched: vec!["a@x".into()],
+            requested_by: Vec::new(),
             drifted: Some(0),
             drift: Vec::new(),
             manifests_valid: Some(true),

@@ -327,6 +327,7 @@ pub fn log_report(trigger: Trigger, r: &Report, settings: &Settings) {
                 applied = %applied.join(","),
                 users = r.touched.len(),
                 touched = %touched,
+                requested_by = %r.requested_by.join(", "),
                 drifted = r.drifted.map(|n| n as u64),
                 duration_ms = r.duration.as_millis() as u64,
                 revision = r.revision,

@@ -9,8 +9,8 @@ use crate::error::{Exit, Failure, Kind};
 use crate::model::{Action, ActionKind, Timestamp};
 use crate::ops::apply::{apply_locked, Options as ApplyOptions};
 use crate::ops::load::{self, manifests, Loaded};
-use crate::ops::plan::compute_plan;
-use crate::ops::{self, credentials};
+use crate::ops::plan::{compute_plan, Who};
+use crate::ops::{self, credentials, signed};
 use crate::plan::Plan;
 use crate::store::{Store, StoreError};
 use crate::util::escape_text;
@@ -30,6 +30,8 @@ pub struct Settings {
     pub credentials_dir: Option<PathBuf>,
     /// How long one attempt waits for the store's write lock (the loop retries with backoff).
     pub lock_wait: Duration,
+    /// `--signers FILE`: changes are judged for the signers of the manifests.
+    pub signers: Option<PathBuf>,
 }
 
 /// What started a reconcile.
@@ -147,6 +149,8 @@ pub struct Report {
     pub applied: BTreeMap<ActionKind, usize>,
     /// The users the apply changed, as the store spells them.
     pub touched: Vec<String>,
+    /// Under `--signers`: who requested the changes planned, `USER (commit SHORT)`, each once.
+    pub requested_by: Vec<String>,
     /// Users whose state still differs from the manifests after this reconcile; `None` when the
     /// reconcile could not tell (invalid manifests, unreadable store).
     pub drifted: Option<usize>,
@@ -173,6 +177,7 @@ impl Report {
             outcome,
             applied: BTreeMap::new(),
             touched: Vec::new(),
+            requested_by: Vec::new(),
             drifted: None,
             drift: Vec::new(),
             manifests_valid: None,
@@ -280,14 +285,33 @@ fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Repo
         Err(e) => return store_failure(e),
     };
     let path = st.path().to_path_buf();
+    // Under `--signers`, who signed each manifest and policy file, read afresh each reconcile.
+    let sigs = match &settings.signers {
+        None => None,
+        Some(file) => {
+            let dir = load::policy_dir(base);
+            match signed::read(file, input, dir.as_deref(), base.actor.as_deref()) {
+                Ok(s) => Some(s),
+                Err(f) => return plan_failure(f),
+            }
+        }
+    };
+    let who = match &sigs {
+        Some(s) => Who::Signed(s),
+        None => Who::Actor(base.actor.as_deref()),
+    };
     if settings.detect_only {
-        return match compute_plan(st.conn(), &path, input, &policy, base.actor.as_deref(), now) {
+        return match compute_plan(st.conn(), &path, input, &policy, who, now) {
             Ok(plan) => detected(&plan),
             Err(f) => plan_failure(f),
         };
     }
-    let Some(actor) = base.actor.as_deref() else {
-        return Report::failed(Outcome::Error, Failure::error("watch needs an actor"));
+    let actor = match (base.actor.as_deref(), &sigs) {
+        (Some(a), _) => a,
+        (None, Some(_)) => crate::ops::apply::NO_ACTOR,
+        (None, None) => {
+            return Report::failed(Outcome::Error, Failure::error("watch needs an actor"))
+        }
     };
     let tx = match st.begin() {
         Ok(tx) => tx,
@@ -301,22 +325,24 @@ fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Repo
         },
         None => Vec::new(),
     };
-    let mut report = plan_and_apply(tx, &path, input, &policy, actor, now, settings);
+    let mut report = plan_and_apply(tx, &path, input, &policy, who, actor, now, settings);
     report.settled = settled;
     report
 }
 
 /// The plan and, all or nothing, its apply, under the write lock `tx` holds.
+#[allow(clippy::too_many_arguments)]
 fn plan_and_apply(
     tx: rusqlite::Transaction<'_>,
     path: &std::path::Path,
     input: &Loaded,
     policy: &crate::policy::Policy,
+    who: Who,
     actor: &str,
     now: Timestamp,
     settings: &Settings,
 ) -> Report {
-    let plan = match compute_plan(&tx, path, input, policy, Some(actor), now) {
+    let plan = match compute_plan(&tx, path, input, policy, who, now) {
         Ok(plan) => plan,
         Err(f) => return plan_failure(f),
     };
@@ -342,6 +368,7 @@ fn plan_and_apply(
                 *r.applied.entry(c.kind()).or_default() += 1;
             }
             r.touched = users_of(&plan);
+            r.requested_by = requesters_of(&plan);
             r.drifted = Some(0);
             r.revision = Some(applied.revision);
             r.credentials = applied.credentials;
@@ -408,6 +435,7 @@ fn detected(plan: &Plan) -> Report {
     });
     r.drifted = Some(by_user.len());
     r.drift = by_user.into_values().collect();
+    r.requested_by = requesters_of(plan);
     r.manifests_valid = Some(true);
     r.plan_id = Some(plan.id.clone());
     r
@@ -443,6 +471,25 @@ fn needs_credentials(plan: &Plan) -> Failure {
             users.join(", ")
         ),
     )
+}
+
+/// Each requester of the plan's changes once, as `USER (commit SHORT)`.
+fn requesters_of(plan: &Plan) -> Vec<String> {
+    let mut who: Vec<String> = plan
+        .changes
+        .iter()
+        .filter_map(|c| c.requested_by.as_ref())
+        .map(|by| {
+            format!(
+                "{} (commit {})",
+                escape_text(&by.user),
+                escape_text(by.commit.get(..7).unwrap_or(&by.commit))
+            )
+        })
+        .collect();
+    who.sort();
+    who.dedup();
+    who
 }
 
 fn users_of(plan: &Plan) -> Vec<String> {
