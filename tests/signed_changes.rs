@@ -167,6 +167,11 @@ fn assert_requested(c: &Value, user: &str, key: &str, commit: &str) {
     assert_eq!(r["commit"], commit, "{c:#}");
 }
 
+/// `{"user", "key", "commit"}`: a requester, as plans and audit records name one.
+fn requester(user: &str, key: &str, commit: &str) -> Value {
+    serde_json::json!({"user": user, "key": key, "commit": commit})
+}
+
 /// Asserts that the change is denied, names no requester, and that its reason holds every one of
 /// `words`; the reason.
 fn assert_denied(c: &Value, words: &[&str]) -> String {
@@ -329,15 +334,19 @@ fn an_unsigned_commit_asks_for_nothing() {
     // Signed before, unsigned now: the latest change is what counts.
     let signed = t.ask(
         "dave",
-        "dave@contoso.example",
+        "henry@contoso.example",
         "app-passwords: none",
         Some(GARY),
         NOV_29 + 1,
     );
-    assert_denied(
-        change(&t.plan_json(&[]), CAROL, "revoke-sessions"),
-        &["is not signed"],
+    let plan = t.plan_json(&[]);
+    assert_requested(
+        change(&plan, "henry@contoso.example", "delete-app-passwords"),
+        GARY,
+        t.fingerprint(GARY),
+        &signed,
     );
+    assert_denied(change(&plan, CAROL, "revoke-sessions"), &["is not signed"]);
     let unsigned_again = t.commit(
         &[(
             "manifests/dave.yaml",
@@ -415,8 +424,8 @@ fn an_expired_key_asks_for_nothing_after_its_expiry() {
     t.s.repo
         .write_signers(&[t.key(GARY).line(GARY, "valid-before=\"20261101Z\"")]);
     let before = t.ask(
-        "dave",
-        "dave@contoso.example",
+        "henry",
+        "henry@contoso.example",
         "app-passwords: none",
         Some(GARY),
         NOV_2026 - 3600,
@@ -430,7 +439,7 @@ fn an_expired_key_asks_for_nothing_after_its_expiry() {
     );
     let plan = t.plan_json(&[]);
     assert_requested(
-        change(&plan, "dave@contoso.example", "delete-app-passwords"),
+        change(&plan, "henry@contoso.example", "delete-app-passwords"),
         GARY,
         t.fingerprint(GARY),
         &before,
@@ -689,7 +698,7 @@ fn a_disabled_or_unknown_signer_has_no_rights() {
     let by_olga = t.ask("olga-asks", CAROL, &setting, Some(OLGA), NOV_29);
     let by_nobody = t.ask(
         "nobody-asks",
-        "dave@contoso.example",
+        "bob@contoso.example",
         "app-passwords: none",
         Some(nobody),
         NOV_29 + 1,
@@ -698,7 +707,7 @@ fn a_disabled_or_unknown_signer_has_no_rights() {
     let why = assert_denied(change(&plan, CAROL, "revoke-sessions"), &[OLGA, "disabled"]);
     assert!(why.contains(short(&by_olga)), "{why}");
     let why = assert_denied(
-        change(&plan, "dave@contoso.example", "delete-app-passwords"),
+        change(&plan, "bob@contoso.example", "delete-app-passwords"),
         &[nobody, "not a user"],
     );
     assert!(why.contains(short(&by_nobody)), "{why}");
@@ -873,21 +882,17 @@ fn a_dirty_manifest_is_an_error_naming_it() {
     assert!(t.audit().is_empty());
 }
 
-/// `apply --plan` checks the saved plan's requesters again, against the signers file it is given:
-/// with the requester's key removed, it applies nothing; with the key listed, it applies.
+/// `apply --plan` checks the saved plan's requesters again, from git and against the signers file
+/// it is given: with the requester's key removed, or with the manifest changed since by someone
+/// else, the plan is stale (exit 4) and nothing is applied; as reviewed, it applies.
 #[test]
 fn apply_plan_verifies_the_requesters_again() {
     if !tools() {
         return;
     }
     let mut t = Tenant::new(&[GARY, FRANK]);
-    let by_gary = t.ask(
-        "carol",
-        CAROL,
-        &format!("revoke-sessions-before: {T2}"),
-        Some(GARY),
-        NOV_29,
-    );
+    let setting = format!("revoke-sessions-before: {T2}");
+    let by_gary = t.ask("carol", CAROL, &setting, Some(GARY), NOV_29);
     let saved = t.outside("plan.json");
     let o = t.signed(&["plan", "--out", &saved]);
     assert_eq!(o.code, 0, "{}", o.all());
@@ -898,33 +903,54 @@ fn apply_plan_verifies_the_requesters_again() {
         t.fingerprint(GARY),
         &by_gary,
     );
+    let before = t.export();
 
     // The operator's signers file no longer lists gary's key.
     let without = t.outside("signers-without-gary");
     std::fs::write(&without, t.key(FRANK).line(FRANK, "") + "\n").unwrap();
-    let before = t.export();
     let o = t.s.run(&["apply", "--plan", &saved, "--signers", &without]);
-    assert_eq!(o.code, 3, "refused:\n{}", o.all());
-    assert!(
-        o.all().contains(&t.fingerprint(GARY).to_string()) || o.all().contains(short(&by_gary)),
-        "{}",
-        o.all()
-    );
+    assert_eq!(o.code, 4, "refused as stale:\n{}", o.all());
+    for word in [
+        GARY,
+        short(&by_gary),
+        t.fingerprint(GARY),
+        "nothing was applied",
+    ] {
+        assert!(o.stderr.contains(word), "{word:?} in:\n{}", o.stderr);
+    }
     assert_eq!(t.export(), before, "nothing applied");
     assert!(t.audit().is_empty());
+
+    // Frank signs the same request again (a comment added): the plan's requester is gone.
+    let head = t.s.repo.git(&["rev-parse", "HEAD"]);
+    let by_frank = t.commit(
+        &[(
+            "manifests/carol.yaml",
+            &format!("# frank agrees\n{}", one("carol", CAROL, &setting)),
+        )],
+        Some(FRANK),
+        NOV_29 + 5,
+    );
+    let o = t.signed(&["apply", "--plan", &saved]);
+    assert_eq!(o.code, 4, "refused as stale:\n{}", o.all());
+    assert!(o.stderr.contains(short(&by_frank)), "{}", o.stderr);
+    assert_eq!(t.export(), before, "nothing applied");
+    t.s.repo.git(&["reset", "-q", "--hard", &head]);
 
     // With the key listed, the same plan applies, and the record names gary.
     let o = t.signed(&["apply", "--plan", &saved]);
     assert_eq!(o.code, 0, "{}", o.all());
     let audit = t.audit();
     assert_eq!(audit.len(), 1);
-    assert_eq!(audit[0]["requested_by"], GARY);
-    assert_eq!(audit[0]["commit"], by_gary.as_str());
+    assert_eq!(
+        audit[0]["requested_by"],
+        requester(GARY, t.fingerprint(GARY), &by_gary)
+    );
 }
 
-/// Each audit record names the requester, the key's fingerprint and the commit; `--actor` is
-/// recorded as who ran the apply, and its own roles do not matter. Without `--signers` the three
-/// fields are null.
+/// Each audit record names the requester, the key's fingerprint and the commit
+/// (`"requested_by": {"user", "key", "commit"}`); `--actor` is recorded as who ran the apply, and
+/// its own roles do not matter. Without `--signers`, `requested_by` is null.
 #[test]
 fn the_audit_record_carries_the_requester_key_and_commit() {
     if !tools() {
@@ -959,14 +985,18 @@ fn the_audit_record_carries_the_requester_key_and_commit() {
     };
     let alice = record("alice@contoso.example");
     assert_eq!(alice["actor"], henry, "{alice:#}");
-    assert_eq!(alice["requested_by"], GARY, "{alice:#}");
-    assert_eq!(alice["key"], t.fingerprint(GARY), "{alice:#}");
-    assert_eq!(alice["commit"], by_gary.as_str(), "{alice:#}");
+    assert_eq!(
+        alice["requested_by"],
+        requester(GARY, t.fingerprint(GARY), &by_gary),
+        "{alice:#}"
+    );
     assert_eq!(alice["role"], "global-administrator", "{alice:#}");
     let carol = record(CAROL);
-    assert_eq!(carol["requested_by"], ERIN, "{carol:#}");
-    assert_eq!(carol["key"], t.fingerprint(ERIN), "{carol:#}");
-    assert_eq!(carol["commit"], by_erin.as_str(), "{carol:#}");
+    assert_eq!(
+        carol["requested_by"],
+        requester(ERIN, t.fingerprint(ERIN), &by_erin),
+        "{carol:#}"
+    );
     assert_eq!(carol["role"], "authentication-administrator", "{carol:#}");
     assert_eq!(t.s.ok(&["audit", "verify"]).code, 0);
 
@@ -981,7 +1011,7 @@ fn the_audit_record_carries_the_requester_key_and_commit() {
     assert_eq!(apply(&t, &[]).code, 0);
     t.s.repo.write(
         "unsigned/x.yaml",
-        &one("unsigned", "dave@contoso.example", "app-passwords: none"),
+        &one("unsigned", "henry@contoso.example", "app-passwords: none"),
     );
     let o = t.s.run(&[
         "apply",
@@ -996,15 +1026,13 @@ fn the_audit_record_carries_the_requester_key_and_commit() {
         .iter()
         .find(|r| r["user"] == "bob@contoso.example")
         .unwrap();
-    assert_eq!(bob["requested_by"], GARY, "{bob:#}");
-    let dave = audit
+    assert_eq!(bob["requested_by"]["user"], GARY, "{bob:#}");
+    let unsigned = audit
         .iter()
-        .find(|r| r["user"] == "dave@contoso.example")
+        .find(|r| r["user"] == "henry@contoso.example")
         .unwrap();
-    for field in ["requested_by", "key", "commit"] {
-        assert!(dave[field].is_null(), "{field}: {dave:#}");
-    }
-    assert_eq!(dave["actor"], GARY);
+    assert!(unsigned["requested_by"].is_null(), "{unsigned:#}");
+    assert_eq!(unsigned["actor"], GARY);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1096,12 +1124,15 @@ fn manifest_set(seed: u64, protected_breakglass: bool) -> Vec<(String, String)> 
     files
 }
 
-/// The plan without what only --signers adds: each change's requester, and the plan id (which
-/// covers the plan's actor, absent with --signers alone) and actor.
+/// The plan without what only --signers adds or changes: each change's requester, the plan's
+/// `requesters` (each manifest's signer, and why the policies were refused, if they were), and
+/// the plan id (which covers the requesters, and the plan's actor, absent with --signers alone)
+/// and actor.
 fn without_requesters(mut plan: Value) -> Value {
     let o = plan.as_object_mut().unwrap();
     o.remove("plan_id");
     o.remove("actor");
+    o.remove("requesters");
     for c in o["changes"].as_array_mut().unwrap() {
         c.as_object_mut().unwrap().remove("requested_by");
     }
@@ -1165,6 +1196,21 @@ fn signed_plans_of_global_administrators_decide_as_a_global_administrator_actor_
         );
         let signed = t.plan_json(&[]);
 
+        let named = signed["requesters"]["manifests"].as_object().unwrap();
+        assert_eq!(named.len(), files.len(), "set {i}: {signed:#}");
+        for (name, r) in named {
+            let commit = r["commit"].as_str().unwrap();
+            assert_eq!(r["user"], requesters[commit], "set {i}: {name}");
+            assert_eq!(
+                r["key"],
+                t.fingerprint(requesters[commit]),
+                "set {i}: {name}"
+            );
+        }
+        assert!(
+            signed["requesters"]["policy_refused"].is_null(),
+            "set {i}: {signed:#}"
+        );
         for c in signed["changes"].as_array().unwrap() {
             let r = &c["requested_by"];
             let commit = r["commit"]
@@ -1273,7 +1319,8 @@ fn watch_once_decides_by_whoever_signed() {
     let audit = t.audit();
     assert_eq!(audit.len(), 1, "{audit:#?}");
     assert_eq!(audit[0]["user"], CAROL);
-    assert_eq!(audit[0]["requested_by"], GARY);
-    assert_eq!(audit[0]["key"], t.fingerprint(GARY));
-    assert_eq!(audit[0]["commit"], by_gary.as_str());
+    assert_eq!(
+        audit[0]["requested_by"],
+        requester(GARY, t.fingerprint(GARY), &by_gary)
+    );
 }
