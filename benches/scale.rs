@@ -291,7 +291,9 @@ fn tenant(
     if store_from.is_none() && fresh {
         let store_s = store.display().to_string();
         let r = mfactl(&dir, &["--store", &store_s, "init"])?;
-        expect(r.code == 0, || format!("mfactl init on {store_s}: {}", r.stderr))?;
+        expect(r.code == 0, || {
+            format!("mfactl init on {store_s}: {}", r.stderr)
+        })?;
     }
     Ok(Tenant {
         dir,
