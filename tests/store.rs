@@ -336,3 +336,84 @@ fn an_import_was_silent_about_a_role_the_role_table_never_mentions() {
     assert_eq!(o.code, 0, "{}", o.all());
     assert!(!o.stderr.contains("warning"), "{}", o.stderr);
 }
+
+/// A store written by an older mfactl: schema 2 (the hash chain, no requesters) or schema 1 (no
+/// hash chain), with audit records. Made here from a current store by undoing the later
+/// migrations, exactly as their SQL added them.
+fn downgraded(to: i64) -> (Env, String) {
+    let env = Env::example();
+    env.write(
+        "m/off.yaml",
+        &manifest(
+            "off",
+            "  - users: [bob@contoso.example, dave@contoso.example]\n    \
+             revoke-sessions-before: 2026-11-27T09:00:00Z\n",
+        ),
+    );
+    env.ok(&[
+        "apply",
+        "m",
+        "--actor",
+        "gary@contoso.example",
+        "--auto-approve",
+    ]);
+    let export = env.export();
+    let c = rusqlite::Connection::open(&env.store).unwrap();
+    c.execute_batch("ALTER TABLE audit DROP COLUMN requested_by")
+        .unwrap();
+    if to < 2 {
+        c.execute_batch(
+            "DROP TABLE audit_head; ALTER TABLE audit DROP COLUMN prev_hash; \
+             ALTER TABLE audit DROP COLUMN hash;",
+        )
+        .unwrap();
+    }
+    c.pragma_update(None, "user_version", to).unwrap();
+    (env, export)
+}
+
+#[test]
+fn init_migrates_a_store_of_each_older_schema_and_its_audit_chain_verifies() {
+    for from in [1, 2] {
+        let (env, before) = downgraded(from);
+        let o = env.run(&["plan", "m"]);
+        assert_eq!(o.code, 1, "schema {from}: {}", o.stderr);
+        assert!(o.stderr.contains("run `mfactl init`"), "{}", o.stderr);
+        env.ok(&["init"]);
+        assert_eq!(env.export(), before, "schema {from}: the directory is kept");
+        let v = env.ok(&["audit", "verify"]);
+        assert!(
+            v.stdout.starts_with("2 records, head "),
+            "schema {from}: {}",
+            v.stdout
+        );
+        let audit: serde_json::Value =
+            serde_json::from_str(&env.ok(&["audit", "--format", "json"]).stdout).unwrap();
+        assert!(audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["requested_by"].is_null()));
+        // The migrated store takes new records on the same chain.
+        env.write(
+            "m/more.yaml",
+            &manifest(
+                "more",
+                "  - users: [carol@contoso.example]\n    revoke-sessions-before: 2026-11-28T09:00:00Z\n",
+            ),
+        );
+        env.ok(&[
+            "apply",
+            "m",
+            "--actor",
+            "gary@contoso.example",
+            "--auto-approve",
+        ]);
+        let v = env.ok(&["audit", "verify"]);
+        assert!(
+            v.stdout.contains("3 records"),
+            "schema {from}: {}",
+            v.stdout
+        );
+    }
+}

@@ -30,7 +30,12 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], offline: bool, format: ValidateFormat) 
     match format {
         ValidateFormat::Text => {
             if !located.is_empty() {
-                return Err(invalid(located));
+                // As plan and apply report them, but validate plans and applies nothing anyway.
+                let mut f = invalid(located);
+                if let Some(last) = f.lines.last_mut() {
+                    *last = last.replace("; nothing was planned or applied", "");
+                }
+                return Err(f);
             }
         }
         ValidateFormat::Json => out(&format!(

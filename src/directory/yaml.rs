@@ -87,24 +87,7 @@ fn fast_user(out: &mut String, u: &User) -> Option<()> {
         key(out, "  ", k);
         out.push_str(if b { "true\n" } else { "false\n" });
     }
-    // `KEY: []`, or `KEY:` and one `  - item` line per item.
-    fn list(out: &mut String, k: &str, items: &[String]) -> Option<()> {
-        out.push_str("  ");
-        out.push_str(k);
-        if items.is_empty() {
-            out.push_str(": []\n");
-            return Some(());
-        }
-        out.push_str(":\n");
-        items.iter().try_for_each(|i| {
-            plain(i).then(|| {
-                out.push_str("  - ");
-                out.push_str(i);
-                out.push('\n');
-            })
-        })
-    }
-    // `KEY: []`, or `KEY:` and per object its fields, the first after `  - `.
+    // `KEY: []`, or `KEY:` and per item its lines (an object's fields, the first after `  - `).
     fn objects<T>(
         out: &mut String,
         k: &str,
@@ -125,8 +108,16 @@ fn fast_user(out: &mut String, u: &User) -> Option<()> {
     text(out, "- ", user::ID, &u.id)?;
     text(out, "  ", user::DISPLAY_NAME, &u.display_name)?;
     flag(out, user::ENABLED, u.enabled);
-    list(out, user::ROLES, &u.roles)?;
-    list(out, user::GROUPS, &u.groups)?;
+    // A list of strings: one `  - item` line each.
+    let item = |out: &mut String, i: &String| {
+        plain(i).then(|| {
+            out.push_str("  - ");
+            out.push_str(i);
+            out.push('\n');
+        })
+    };
+    objects(out, user::ROLES, &u.roles, item)?;
+    objects(out, user::GROUPS, &u.groups, item)?;
     time(out, "  ", user::PASSWORD_SET_AT, u.password_set_at)?;
     flag(out, user::MUST_CHANGE_PASSWORD, u.must_change_password);
     time(

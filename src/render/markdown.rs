@@ -291,7 +291,7 @@ impl PlanWriter for Writer {
             let _ = writeln!(head, "> [!WARNING]\n> {w}\n");
         }
         if s.changes == 0 {
-            head.push_str("**No changes.** The store matches the manifests.\n");
+            head.push_str("**No changes.** The store matches the manifests.\n\n");
         } else {
             head.push_str("| action | changes | denied |\n|---|---:|---:|\n");
             for (k, (n, d)) in &self.per {
