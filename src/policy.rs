@@ -399,6 +399,20 @@ impl Requesters {
                 None => reasons.push(format!("manifest {name} has no requester")),
                 Some(Requester::Refused { reason, .. }) => reasons.push(reason.clone()),
                 Some(Requester::Signed {
+                    signer: signer @ (Actor::Unknown(id) | Actor::Disabled(id)),
+                    commit,
+                    file,
+                    ..
+                }) => reasons.push(format!(
+                    "{file}: requested by {id} in commit {}, who {}, so has no rights",
+                    commit.get(..7).unwrap_or(commit),
+                    if matches!(signer, Actor::Disabled(_)) {
+                        "is disabled"
+                    } else {
+                        "is not a user in the store"
+                    }
+                )),
+                Some(Requester::Signed {
                     signer,
                     key,
                     commit,

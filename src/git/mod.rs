@@ -60,6 +60,14 @@ pub enum Error {
     NotCommitted { files: Vec<Uncommitted> },
     #[error("{}: git finds no commit that changed it", file.display())]
     NoHistory { file: PathBuf },
+    #[error(
+        "{}: the repository is a shallow clone whose history stops at commit {}, so git cannot \
+         tell which commit last changed it; fetch the whole history (`git fetch --unshallow`, \
+         or `fetch-depth: 0` with actions/checkout)",
+        file.display(),
+        short(commit)
+    )]
+    Shallow { file: PathBuf, commit: String },
 }
 
 /// A manifest that is not committed and unmodified, and in what way.
@@ -260,6 +268,8 @@ pub struct Provenance {
     changes: HashMap<(PathBuf, String, PathBuf), String>,
     /// Commit id → judgement.
     judged: HashMap<String, Result<Signer, Problem>>,
+    /// Work tree top → the commits where a shallow clone's history stops (none in a full one).
+    shallow: HashMap<PathBuf, Vec<String>>,
 }
 
 impl Provenance {
@@ -268,6 +278,7 @@ impl Provenance {
             signers,
             changes: HashMap::new(),
             judged: HashMap::new(),
+            shallow: HashMap::new(),
         }
     }
 
@@ -364,6 +375,22 @@ impl Provenance {
             repo::last_change(&tree.top, head, &l.relative)?.ok_or_else(|| Error::NoHistory {
                 file: l.given.clone(),
             })?;
+        // Where a shallow clone's history stops, git attributes every file the kept history did
+        // not change to the boundary commit: its signer did not ask for them.
+        if !self.shallow.contains_key(&tree.top) {
+            let boundaries = repo::shallow_boundaries(&tree.top)?;
+            self.shallow.insert(tree.top.clone(), boundaries);
+        }
+        if self
+            .shallow
+            .get(&tree.top)
+            .is_some_and(|b| b.contains(&commit))
+        {
+            return Err(Error::Shallow {
+                file: l.given.clone(),
+                commit,
+            });
+        }
         self.changes.insert(key, commit.clone());
         Ok(commit)
     }

@@ -265,6 +265,27 @@ pub(crate) fn last_change(top: &Path, head: &str, path: &Path) -> Result<Option<
     Ok((!id.is_empty()).then_some(id))
 }
 
+/// The commits where a shallow clone's history stops (`$GIT_DIR/shallow`); empty for a full
+/// clone.
+pub(crate) fn shallow_boundaries(top: &Path) -> Result<Vec<String>, Error> {
+    let out = run(top, &[os("rev-parse"), os("--git-path"), os("shallow")])?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out).trim());
+    let path = if path.is_absolute() {
+        path
+    } else {
+        top.join(path)
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().map(|l| l.trim().to_string()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::Git {
+            dir: top.to_path_buf(),
+            args: format!("reading {}", path.display()),
+            stderr: e.to_string(),
+        }),
+    }
+}
+
 /// The raw commit object, as signed (`git cat-file commit ID`).
 pub(crate) fn cat_commit(dir: &Path, id: &str) -> Result<Vec<u8>, Error> {
     run(dir, &[os("cat-file"), os("commit"), os(id)])

@@ -302,8 +302,13 @@ impl PlanWriter for Writer {
         if s.denied > 0 {
             let _ = writeln!(
                 head,
-                "> [!WARNING]\n> **{} denied** for the actor: an apply would be refused as a whole.",
-                plural(s.denied, "change is", "changes are")
+                "> [!WARNING]\n> **{} denied** for {}: an apply would be refused as a whole.",
+                plural(s.denied, "change is", "changes are"),
+                if p.requesters.is_some() {
+                    "the signers"
+                } else {
+                    "the actor"
+                }
             );
             for line in &self.denied {
                 let _ = writeln!(head, "{line}");
