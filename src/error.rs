@@ -97,4 +97,13 @@ impl From<crate::store::StoreError> for Failure {
     }
 }
 
+impl From<crate::credentials::Error> for Failure {
+    fn from(e: crate::credentials::Error) -> Self {
+        match e {
+            crate::credentials::Error::Store(s) => s.into(),
+            other => Failure::error(other.to_string()),
+        }
+    }
+}
+
 pub type CmdResult = Result<Exit, Failure>;

@@ -4,8 +4,8 @@
 //! 2. The pure core: [`model`], [`manifest`], [`policy`], [`plan`] (the decision), [`audit`],
 //!    [`directory`] (the directory format), [`examples`] (the built-in example tenant), [`saved`] (the saved-plan format) and [`render`]. No
 //!    I/O, no clock, no SQL.
-//! 3. The edges: [`store`] (all SQL), [`sources`] (manifest files) and [`git`] (who signed the
-//!    commit that last changed a file).
+//! 3. The edges: [`store`] (all SQL), [`sources`] (manifest and policy files), [`credentials`]
+//!    (the temporary-password files) and [`git`] (who signed the commit that last changed a file).
 //! 4. [`ops`]: the workflows the commands and the daemon share, returning values and a typed
 //!    [`error::Failure`], never printing.
 //! 5. The shell: [`cli`], [`commands`] (one file per command), [`watch`] (the daemon) and the
@@ -28,6 +28,7 @@ pub mod render;
 pub mod saved;
 
 // 3. Edges.
+pub mod credentials;
 pub mod git;
 pub mod sources;
 pub mod store;

@@ -151,6 +151,18 @@ fn read_one(p: &Path) -> Result<String, String> {
 }
 
 /// An I/O error as a short reason, without Rust's "(os error N)" noise.
+/// A file read whole as text (a policy file): its name as messages give it, and its text.
+pub fn read_text(path: &Path) -> Result<(String, String), String> {
+    std::fs::read_to_string(path)
+        .map(|t| (path.display().to_string(), t))
+        .map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))
+}
+
+/// A file opened for reading as a stream (a saved plan, a directory file).
+pub fn open(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::File::open(path).map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))
+}
+
 pub fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind::*;
     match e.kind() {

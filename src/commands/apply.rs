@@ -10,7 +10,7 @@ use crate::error::{CmdResult, Exit, Failure};
 use crate::ops::apply::{self, Options, NO_ACTOR};
 use crate::ops::interrupt::{self, Interrupts};
 use crate::ops::plan::{compute_plan, Who};
-use crate::ops::{credentials, load, saved};
+use crate::ops::{load, saved};
 use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::printer::{self, out_with};
@@ -123,7 +123,7 @@ fn require_approval(auto_approve: bool) -> Result<bool, Failure> {
 /// what became of it.
 fn settle_leftovers(ctx: &Ctx, opts: &Options) -> Result<(), Failure> {
     if let Some(target) = opts.credentials_out.as_deref() {
-        for note in credentials::settle_before_apply(&ctx.settings, target)? {
+        for note in apply::settle_before_apply(&ctx.settings, target)? {
             printer::status(false, &format!("warning: {note}"));
         }
     }
@@ -134,7 +134,7 @@ fn settle_leftovers(ctx: &Ctx, opts: &Options) -> Result<(), Failure> {
 /// terminal, and says what was done.
 fn commit(
     ctx: &Ctx,
-    tx: rusqlite::Transaction<'_>,
+    tx: crate::store::Tx<'_>,
     path: &Path,
     plan: &Plan,
     policy: &Policy,

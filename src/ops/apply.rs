@@ -5,10 +5,11 @@
 //! at that moment. `apply`, `apply --plan`, the demo and every reconcile of the daemon go
 //! through [`apply_locked`].
 
-use super::credentials;
-use super::interrupt::{self, Interrupts};
+use super::interrupt::Interrupts;
 use super::load::Loaded;
 use super::plan::{compute_plan, Who};
+use super::Settings;
+use crate::credentials;
 use crate::error::{Failure, Kind};
 use crate::model::{key_of, Action, Secret, Timestamp};
 use crate::plan::Plan;
@@ -36,7 +37,7 @@ pub struct Options {
 /// plan a person approved at the prompt), refuses when the store no longer gives that plan.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_locked(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::Tx<'_>,
     path: &Path,
     input: &Loaded,
     policy: &Policy,
@@ -72,7 +73,7 @@ pub struct Applied {
 /// Checks, issues temporary passwords, writes and commits; prints nothing, so the daemon can
 /// share it. `Ok(None)` for an empty plan. The transaction is dropped (rolled back) on any refusal.
 pub fn apply_locked(
-    tx: rusqlite::Transaction<'_>,
+    tx: crate::store::Tx<'_>,
     path: &Path,
     plan: &Plan,
     policy: &Policy,
@@ -98,7 +99,7 @@ pub fn apply_locked(
 /// becomes `--credentials-out` only once the apply has committed (see `credentials`).
 #[allow(clippy::too_many_arguments)]
 pub fn apply_locked_with(
-    tx: rusqlite::Transaction<'_>,
+    tx: crate::store::Tx<'_>,
     path: &Path,
     plan: &Plan,
     policy: &Policy,
@@ -149,7 +150,7 @@ pub fn apply_locked_with(
     )
     .map_err(Failure::from)
     .and_then(|rev| {
-        interrupt::failpoint_wait("apply-wait-before-commit", &|| {
+        store::failpoint_wait("apply-wait-before-commit", &|| {
             interrupts.caught().is_some()
         });
         interrupts.check()?; // the last moment a signal stops the apply
@@ -299,6 +300,22 @@ fn hash_password(pw: &Secret) -> Result<String, Failure> {
         .hash_password(pw.expose().as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| Failure::error(format!("hashing a temporary password: {e}")))
+}
+
+/// `apply --credentials-out FILE`: settles FILE's leftovers before anything else (even a saved
+/// plan already applied then still hands over its passwords), under the store's write lock, so
+/// that no running apply is judged halfway. One line per leftover says what became of it.
+pub fn settle_before_apply(settings: &Settings, target: &Path) -> Result<Vec<String>, Failure> {
+    let found = credentials::leftovers_of(target);
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut st = settings.open_store()?;
+    let path = st.path().to_path_buf();
+    let tx = st.begin()?;
+    let notes = credentials::settle(&tx, &path, &found)?;
+    drop(tx); // nothing was written
+    Ok(notes)
 }
 
 #[cfg(test)]

@@ -74,20 +74,3 @@ pub fn die_of(sig: i32) -> ! {
     // Only if the signal's default action does not end the process (never for SIGINT/SIGTERM).
     std::process::exit(128 + sig)
 }
-
-/// Test hook, like `store::failpoint`: with the `failpoints` feature, `MFACTL_FAILPOINT=NAME` makes the process
-/// create the file named by `MFACTL_FAILPOINT_MARK` here, then wait until `until()` holds (or
-/// the process is killed), so that a test can signal it at exactly this moment, without timing.
-pub fn failpoint_wait(name: &str, until: &dyn Fn() -> bool) {
-    #[cfg(feature = "failpoints")]
-    if std::env::var("MFACTL_FAILPOINT").is_ok_and(|v| v == name) {
-        if let Some(mark) = std::env::var_os("MFACTL_FAILPOINT_MARK") {
-            let _ = std::fs::write(mark, name);
-        }
-        while !until() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
-    #[cfg(not(feature = "failpoints"))]
-    let _ = (name, until);
-}

@@ -34,12 +34,7 @@ pub fn policies(settings: &Settings) -> Result<Policies, Failure> {
             })
         }
     };
-    let read = |name: &str| -> Result<(String, String), Failure> {
-        let p = dir.join(name);
-        std::fs::read_to_string(&p)
-            .map(|t| (p.display().to_string(), t))
-            .map_err(|e| Failure::invalid(format!("{}: {}", p.display(), sources::io_reason(&e))))
-    };
+    let read = |name: &str| sources::read_text(&dir.join(name)).map_err(Failure::invalid);
     let (rn, rt) = read("roles.yaml")?;
     let (gn, gt) = read("guardrails.yaml")?;
     let note = format!("policies: {rn}, {gn}");

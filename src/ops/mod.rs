@@ -4,7 +4,6 @@
 //! never each other, and the printer in the shell says what happened.
 
 pub mod apply;
-pub mod credentials;
 pub mod export;
 pub mod import;
 pub mod interrupt;

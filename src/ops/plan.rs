@@ -12,7 +12,7 @@ use crate::plan::{self, Actual, Change, Plan, Skip};
 use crate::policy::{Actor, Policy};
 use crate::saved::PlanDigest;
 use crate::store;
-use rusqlite::Connection;
+use crate::store::Conn as Connection;
 use std::collections::BTreeMap;
 use std::path::Path;
 

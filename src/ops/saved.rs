@@ -13,7 +13,6 @@ use crate::plan::{Actual, Plan};
 use crate::policy::Actor;
 use crate::policy::Policy;
 use crate::saved::SavedPlan;
-use crate::sources::io_reason;
 use crate::store;
 use crate::util::escape_text;
 use std::collections::BTreeMap;
@@ -30,8 +29,7 @@ pub struct Opened {
 /// Reads and checks the file (streamed: a plan of a million users is never held as text), then
 /// its id against `expect_id` (`--expect-plan-id`, a conflict when they differ).
 pub fn open(file: &Path, expect_id: Option<&str>) -> Result<Opened, Failure> {
-    let reader = std::fs::File::open(file)
-        .map_err(|e| Failure::invalid(format!("{}: {}", file.display(), io_reason(&e))))?;
+    let reader = crate::sources::open(file).map_err(Failure::invalid)?;
     let name = file.display().to_string();
     let saved = crate::saved::parse_from(&name, reader).map_err(Failure::invalid)?;
     if let Some(want) = expect_id {
@@ -119,7 +117,7 @@ pub fn refuse_future(o: &Opened, policy: &Policy, now: Timestamp) -> Result<(), 
 /// each batch is a run of them; its users are loaded, checked against their fingerprints, and
 /// the changes rebuilt and compared with the file, then the users are dropped.
 pub fn rebuild(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::Tx<'_>,
     path: &Path,
     o: Opened,
     policy: &Policy,

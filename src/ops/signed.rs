@@ -9,8 +9,8 @@ use crate::model::key_of;
 use crate::plan::Actual;
 use crate::policy::{Actor, Requester, Requesters};
 use crate::store;
+use crate::store::Conn as Connection;
 use crate::util::escape_text;
-use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -202,6 +202,23 @@ pub fn failpoint(name: &str) {
     let _ = name;
 }
 
+/// Test hook, like [`failpoint`]: with the `failpoints` feature, `MFACTL_FAILPOINT=NAME` makes the process
+/// create the file named by `MFACTL_FAILPOINT_MARK` here, then wait until `until()` holds (or
+/// the process is killed), so that a test can signal it at exactly this moment, without timing.
+pub fn failpoint_wait(name: &str, until: &dyn Fn() -> bool) {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("MFACTL_FAILPOINT").is_ok_and(|v| v == name) {
+        if let Some(mark) = std::env::var_os("MFACTL_FAILPOINT_MARK") {
+            let _ = std::fs::write(mark, name);
+        }
+        while !until() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = (name, until);
+}
+
 /// Whether a plan id has been applied before.
 pub fn plan_applied(conn: &rusqlite::Connection, path: &Path, plan_id: &str) -> Result<bool> {
     conn.query_row(

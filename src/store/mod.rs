@@ -12,12 +12,17 @@ mod import;
 mod load;
 mod schema;
 
-pub use apply::{apply_plan, failpoint, password_hash, plan_applied};
+pub use apply::{apply_plan, failpoint, failpoint_wait, password_hash, plan_applied};
 pub use export::{export, export_with, show, user_batches, ExportPart, EXPORT_BATCH};
 pub use import::{import, import_with_progress, in_import_transaction, write_groups, write_users};
 pub use load::{existing_users, load, load_actor, load_groups, load_keys, member_keys};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+
+/// A connection to the store, as the workflows hold it (they never issue SQL themselves).
+pub type Conn = Connection;
+/// The store's write transaction: held from the plan under the lock to the commit.
+pub type Tx<'a> = Transaction<'a>;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

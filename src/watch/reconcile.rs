@@ -5,12 +5,13 @@
 //! It runs on a blocking thread (SQLite and argon2 block) and prints nothing: it returns a
 //! [`Report`] that the loop logs and turns into metrics.
 
+use crate::credentials;
 use crate::error::{Exit, Failure, Kind};
 use crate::model::{Action, ActionKind, Timestamp};
 use crate::ops::apply::{apply_locked, Options as ApplyOptions};
 use crate::ops::load::{self, manifests, Loaded};
 use crate::ops::plan::{compute_plan, Who};
-use crate::ops::{self, credentials, signed};
+use crate::ops::{self, signed};
 use crate::plan::Plan;
 use crate::store::{Store, StoreError};
 use crate::util::escape_text;
@@ -321,7 +322,7 @@ fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Repo
     let settled = match &settings.credentials_dir {
         Some(dir) => match credentials::settle(&tx, &path, &credentials::leftovers_in(dir)) {
             Ok(notes) => notes,
-            Err(f) => return Report::failed(Outcome::Error, f),
+            Err(e) => return Report::failed(Outcome::Error, e.into()),
         },
         None => Vec::new(),
     };
@@ -333,7 +334,7 @@ fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Repo
 /// The plan and, all or nothing, its apply, under the write lock `tx` holds.
 #[allow(clippy::too_many_arguments)]
 fn plan_and_apply(
-    tx: rusqlite::Transaction<'_>,
+    tx: crate::store::Tx<'_>,
     path: &std::path::Path,
     input: &Loaded,
     policy: &crate::policy::Policy,

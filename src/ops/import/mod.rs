@@ -75,8 +75,7 @@ pub fn import(
             let mut input: Box<dyn std::io::BufRead + Send> = if stdin {
                 Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
             } else {
-                let f = std::fs::File::open(file)
-                    .map_err(|e| Failure::error(format!("{name}: {}", sources::io_reason(&e))))?;
+                let f = sources::open(file).map_err(Failure::error)?;
                 Box::new(std::io::BufReader::with_capacity(1 << 20, f))
             };
             let mut st = settings.open_store()?;
@@ -91,14 +90,11 @@ pub fn import(
         }
         Format::Yaml => {
             use std::io::Read;
-            let mut input: Box<dyn Read + Send> =
-                if stdin {
-                    Box::new(std::io::stdin())
-                } else {
-                    Box::new(std::fs::File::open(file).map_err(|e| {
-                        Failure::error(format!("{name}: {}", sources::io_reason(&e)))
-                    })?)
-                };
+            let mut input: Box<dyn Read + Send> = if stdin {
+                Box::new(std::io::stdin())
+            } else {
+                Box::new(sources::open(file).map_err(Failure::error)?)
+            };
             // Up to the manifest limit the file is read whole, in any layout YAML allows; a
             // larger one is read a piece at a time, so that memory stays flat at any size.
             let mut head = Vec::new();

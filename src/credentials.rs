@@ -11,8 +11,6 @@
 //! them), and is deleted otherwise. A pending file still locked belongs to a running apply and is
 //! left alone.
 
-use super::Settings;
-use crate::error::Failure;
 use crate::model::{key_of, Secret};
 use crate::sources::io_reason;
 use crate::store;
@@ -23,6 +21,17 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// Why a credentials file could not be written or a leftover settled.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file is in the way, or cannot be created: nothing was applied.
+    #[error("{0}")]
+    Refused(String),
+    /// The store could not be read to settle a leftover.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
 
 /// What a pending file's name adds to FILE's: `FILE.uncommitted-<plan id>`.
 pub const UNCOMMITTED: &str = ".uncommitted-";
@@ -71,9 +80,9 @@ pub struct Pending {
 /// Writes `user<TAB>password` lines to `TARGET.uncommitted-<plan_id>`: a new 0600 file (never an
 /// existing file or a symlink), synced with its name. Refuses when TARGET exists, and when another
 /// pending file of TARGET is in the way (a running apply's, or a leftover not settled).
-pub fn write(target: &Path, plan_id: &str, issued: &[(&str, Secret)]) -> Result<Pending, Failure> {
+pub fn write(target: &Path, plan_id: &str, issued: &[(&str, Secret)]) -> Result<Pending, Error> {
     let refuse = |why: String| {
-        Failure::error(format!(
+        Error::Refused(format!(
             "--credentials-out {}: {why}; nothing was applied",
             shown(target)
         ))
@@ -230,29 +239,13 @@ fn split_pending(name: &OsStr) -> Option<(&OsStr, &str)> {
     (at > 0 && valid_id(id)).then(|| (OsStr::from_bytes(&bytes[..at]), id))
 }
 
-/// `apply --credentials-out FILE`: settles FILE's leftovers before anything else (even a saved
-/// plan already applied then still hands over its passwords), under the store's write lock, so
-/// that no running apply is judged halfway. One line per leftover says what became of it.
-pub fn settle_before_apply(settings: &Settings, target: &Path) -> Result<Vec<String>, Failure> {
-    let found = leftovers_of(target);
-    if found.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut st = settings.open_store()?;
-    let path = st.path().to_path_buf();
-    let tx = st.begin()?;
-    let notes = settle(&tx, &path, &found)?;
-    drop(tx); // nothing was written
-    Ok(notes)
-}
-
 /// Settles leftovers; the caller holds the store's write lock. One line per leftover says what
 /// became of it. Only a store that cannot be read is an error.
 pub fn settle(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::Conn,
     store_path: &Path,
     found: &[Leftover],
-) -> Result<Vec<String>, Failure> {
+) -> Result<Vec<String>, Error> {
     let mut notes = Vec::new();
     for l in found {
         if let Some(note) = settle_one(conn, store_path, l)? {
@@ -263,15 +256,15 @@ pub fn settle(
 }
 
 fn settle_one(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::Conn,
     store_path: &Path,
     l: &Leftover,
-) -> Result<Option<String>, Failure> {
+) -> Result<Option<String>, Error> {
     let p = shown(&l.pending);
     let Ok(meta) = std::fs::symlink_metadata(&l.pending) else {
         return Ok(None); // gone meanwhile
     };
-    let alien = |why: &str| -> Result<Option<String>, Failure> {
+    let alien = |why: &str| -> Result<Option<String>, Error> {
         Ok(Some(format!(
             "{p}: {why}, so not a file mfactl wrote; left alone"
         )))
