@@ -572,24 +572,6 @@ fn empty_user(id: String) -> User {
     }
 }
 
-/// Sorts a user's lists as src/store/load.rs `normalize` does, so every layout returns the same.
-fn normalize(u: &mut User) {
-    u.roles.sort();
-    u.groups.sort_by(|a, b| {
-        a.bytes()
-            .map(|c| c.to_ascii_lowercase())
-            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
-    });
-    u.methods
-        .sort_by(|a, b| (a.registered_at, &a.id).cmp(&(b.registered_at, &b.id)));
-    u.sessions
-        .sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
-    u.trusted_devices
-        .sort_by(|a, b| (a.remembered_at, &a.id).cmp(&(b.remembered_at, &b.id)));
-    u.app_passwords
-        .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-}
-
 /// Group key → name.
 fn group_names(conn: &Connection) -> rusqlite::Result<HashMap<String, String>> {
     let mut stmt = conn.prepare_cached("SELECT key, name FROM groups")?;
@@ -650,7 +632,7 @@ fn read_users(
             Layout::C => read_c(conn, how, wanted, &names)?,
         };
         for (_, u) in &mut users {
-            normalize(u);
+            u.normalize();
         }
         Ok(users)
     })();

@@ -270,6 +270,25 @@ impl User {
     pub fn key(&self) -> String {
         key_of(&self.id)
     }
+
+    /// Sorts a user's lists so that every output of the same state is the same bytes.
+    pub fn normalize(&mut self) {
+        self.roles.sort();
+        // By case-folded name, compared byte by byte without allocating a key per comparison.
+        self.groups.sort_by(|a, b| {
+            a.bytes()
+                .map(|c| c.to_ascii_lowercase())
+                .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+        });
+        self.methods
+            .sort_by(|a, b| (a.registered_at, &a.id).cmp(&(b.registered_at, &b.id)));
+        self.sessions
+            .sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
+        self.trusted_devices
+            .sort_by(|a, b| (a.remembered_at, &a.id).cmp(&(b.remembered_at, &b.id)));
+        self.app_passwords
+            .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Reading the directory back out: the whole of it in batches of users (one snapshot), for
 //! `store export` and the all-users plan, and one user for `show`. Secrets never leave.
 
-use super::load::{load_groups, load_users, normalize, Scope};
+use super::load::{load_groups, load_users, Scope};
 use super::{map_err, Result, Store};
 use crate::model::{key_of, Directory, User};
 use rusqlite::params;
@@ -111,7 +111,7 @@ pub fn show(store: &Store, id: &str) -> Result<Option<User>> {
         },
     )?;
     Ok(users.remove(&keys[0]).map(|mut u| {
-        normalize(&mut u);
+        u.normalize();
         u
     }))
 }

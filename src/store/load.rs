@@ -444,27 +444,8 @@ fn read_users(conn: &Connection, scope: Scope) -> rusqlite::Result<BTreeMap<Stri
         read_children(conn, &source, child, &keys, &mut users, &names)?;
     }
     for u in &mut users {
-        normalize(u);
+        u.normalize();
     }
     // Keys are sorted and unique, so the map is built in one pass.
     Ok(keys.into_iter().zip(users).collect())
-}
-
-/// Sorts a user's lists so that every output of the same state is the same bytes.
-pub(crate) fn normalize(u: &mut User) {
-    u.roles.sort();
-    // By case-folded name, compared byte by byte without allocating a key per comparison.
-    u.groups.sort_by(|a, b| {
-        a.bytes()
-            .map(|c| c.to_ascii_lowercase())
-            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
-    });
-    u.methods
-        .sort_by(|a, b| (a.registered_at, &a.id).cmp(&(b.registered_at, &b.id)));
-    u.sessions
-        .sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
-    u.trusted_devices
-        .sort_by(|a, b| (a.remembered_at, &a.id).cmp(&(b.remembered_at, &b.id)));
-    u.app_passwords
-        .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
 }
