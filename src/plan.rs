@@ -722,32 +722,38 @@ pub fn slice(u: &User, k: ActionKind) -> Slice {
     }
 }
 
-/// A user's state after `actions`: the same rules the store applies in SQL, as a pure function.
+/// A user's state after `actions`: the rules the store applies, as a pure function.
 pub fn simulate(user: &User, actions: &[Action]) -> User {
     let mut u = user.clone();
-    let raise = |wm: &mut Option<Timestamp>, t: Timestamp| *wm = Some(wm.map_or(t, |w| w.max(t)));
     for a in actions {
-        match *a {
-            Action::RequireReregistration { before } => {
-                raise(&mut u.registration_valid_from, before);
-                u.methods.retain(|m| m.registered_at >= before);
-            }
-            Action::RevokeSessions { before } => {
-                raise(&mut u.sessions_valid_from, before);
-                u.sessions.retain(|s| s.issued_at >= before);
-            }
-            Action::RevokeTrustedDevices { before } => {
-                raise(&mut u.devices_valid_from, before);
-                u.trusted_devices.retain(|d| d.remembered_at >= before);
-            }
-            Action::ResetPassword { set_at, .. } => {
-                u.password_set_at = Some(set_at);
-                u.must_change_password = true;
-            }
-            Action::DeleteAppPasswords => u.app_passwords.clear(),
-        }
+        act(&mut u, a);
     }
     u
+}
+
+/// What one action does to a user's state. The store's apply calls this too, so a plan's
+/// `after` and the state it commits are the same by construction.
+pub fn act(u: &mut User, a: &Action) {
+    let raise = |wm: &mut Option<Timestamp>, t: Timestamp| *wm = Some(wm.map_or(t, |w| w.max(t)));
+    match *a {
+        Action::RequireReregistration { before } => {
+            raise(&mut u.registration_valid_from, before);
+            u.methods.retain(|m| m.registered_at >= before);
+        }
+        Action::RevokeSessions { before } => {
+            raise(&mut u.sessions_valid_from, before);
+            u.sessions.retain(|s| s.issued_at >= before);
+        }
+        Action::RevokeTrustedDevices { before } => {
+            raise(&mut u.devices_valid_from, before);
+            u.trusted_devices.retain(|d| d.remembered_at >= before);
+        }
+        Action::ResetPassword { set_at, .. } => {
+            u.password_set_at = Some(set_at);
+            u.must_change_password = true;
+        }
+        Action::DeleteAppPasswords => u.app_passwords.clear(),
+    }
 }
 
 /// A change as a saved plan records it: enough to rebuild the exact [`Action`].

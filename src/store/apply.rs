@@ -1,6 +1,7 @@
 //! Applying a plan: every change, its audit record, the applied plan id and the revision bump,
 //! inside the caller's `BEGIN IMMEDIATE` transaction, so a crash leaves all or nothing.
 
+use super::record::Stored;
 use super::{bump_revision, map_err, Result};
 use crate::model::{key_of, Action, AuditRecord, Timestamp};
 use crate::plan::slice_value;
@@ -51,20 +52,14 @@ pub fn apply_plan(
             &plan.id,
         )?;
     }
-    let watermark =
-        |table: &str, col: &str, time_col: &str, key: &str, t: Timestamp| -> Result<()> {
-            tx.prepare_cached(&format!(
-                "UPDATE users SET {col} = max(coalesce({col}, ?2), ?2) WHERE key = ?1"
-            ))
-            .and_then(|mut s| s.execute(params![key, t.unix()]))
-            .map_err(e)?;
-            tx.prepare_cached(&format!(
-                "DELETE FROM {table} WHERE user_key = ?1 AND {time_col} < ?2"
-            ))
-            .and_then(|mut s| s.execute(params![key, t.unix()]))
-            .map_err(e)?;
-            Ok(())
-        };
+    let names = super::load::group_names(tx).map_err(e)?;
+    let mut users = Users {
+        tx,
+        path,
+        names,
+        current: None,
+        buf: Vec::new(),
+    };
     failpoint("apply-begin");
     let half = plan.changes.len() / 2;
     // The audit records are built and hashed on a second thread, in order, while this one
@@ -120,43 +115,20 @@ pub fn apply_plan(
                 progress(i, plan.changes.len());
             }
             let key = key_of(&c.user);
+            let stored = users.get(&key)?;
+            crate::plan::act(&mut stored.user, &c.action);
             match c.action {
-                Action::RequireReregistration { before } => watermark(
-                    "methods",
-                    "registration_valid_from",
-                    "registered_at",
-                    &key,
-                    before,
-                )?,
-                Action::RevokeSessions { before } => {
-                    watermark("sessions", "sessions_valid_from", "issued_at", &key, before)?
-                }
-                Action::RevokeTrustedDevices { before } => watermark(
-                    "trusted_devices",
-                    "devices_valid_from",
-                    "remembered_at",
-                    &key,
-                    before,
-                )?,
-                Action::ResetPassword { set_at, .. } => {
+                Action::ResetPassword { .. } => {
                     let hash = hashes.get(&key).ok_or_else(|| {
                         super::StoreError::Invalid(format!(
                             "internal: no temporary password for {}",
                             c.user
                         ))
                     })?;
-                    tx.prepare_cached(
-                    "UPDATE users SET password_set_at = ?2, must_change_password = 1, password_hash = ?3
-                     WHERE key = ?1",
-                )
-                .and_then(|mut s| s.execute(params![key, set_at.unix(), hash]))
-                .map_err(e)?;
+                    stored.password_hash = Some(hash.clone());
                 }
-                Action::DeleteAppPasswords => {
-                    tx.prepare_cached("DELETE FROM app_passwords WHERE user_key = ?1")
-                        .and_then(|mut s| s.execute([&key]))
-                        .map_err(e)?;
-                }
+                Action::DeleteAppPasswords => stored.secrets.clear(),
+                _ => {}
             }
             if !matches!(&c.verdict, Some(Verdict::Allowed { .. })) {
                 return Err(super::StoreError::Invalid(format!(
@@ -176,6 +148,8 @@ pub fn apply_plan(
             })?;
             chain.insert(record, texts, &key)?;
         }
+        users.flush()?;
+        chain.flush()?;
         Ok(())
     })?;
     chain.close()?;
@@ -230,28 +204,74 @@ pub fn plan_applied(conn: &rusqlite::Connection, path: &Path, plan_id: &str) -> 
     .map_err(|e| map_err(path, "read applied plans", e))
 }
 
-/// A user's stored password hash; `None` for an unknown user, no hash, or a value that is not
-/// text (a damaged store is then simply not believed).
+/// A user's stored password hash; `None` for an unknown user or no hash. A damaged record is
+/// an error naming it.
 pub fn password_hash(
     conn: &rusqlite::Connection,
     path: &Path,
     key: &str,
 ) -> Result<Option<String>> {
-    use rusqlite::types::ValueRef;
-    use rusqlite::OptionalExtension;
-    conn.query_row(
-        "SELECT password_hash FROM users WHERE key = ?1",
-        [key],
-        |r| {
-            Ok(match r.get_ref(0)? {
-                ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_owned),
-                _ => None,
-            })
-        },
-    )
-    .optional()
-    .map(Option::flatten)
-    .map_err(|e| map_err(path, "read password hashes", e))
+    let e = |e| map_err(path, "read password hashes", e);
+    let names = std::collections::HashMap::new();
+    let mut stmt = conn
+        .prepare_cached("SELECT key, record FROM users WHERE key = ?1")
+        .map_err(e)?;
+    let mut rows = stmt.query([key]).map_err(e)?;
+    match rows.next().map_err(e)? {
+        Some(r) => Ok(super::load::decode_row(r, &names).map_err(e)?.password_hash),
+        None => Ok(None),
+    }
+}
+
+/// The user being changed: the changes of one user are consecutive in a plan (sorted by user),
+/// so each user's record is read once, changed in memory and written once, with one statement.
+struct Users<'a> {
+    tx: &'a Transaction<'a>,
+    path: &'a Path,
+    names: std::collections::HashMap<String, String>,
+    current: Option<(String, Stored)>,
+    buf: Vec<u8>,
+}
+
+impl Users<'_> {
+    /// The record of `key`, read unless it is the one being changed (the previous one written).
+    fn get(&mut self, key: &str) -> Result<&mut Stored> {
+        if self.current.as_ref().is_some_and(|(k, _)| k != key) {
+            self.flush()?;
+        }
+        if self.current.is_none() {
+            let e = |e| map_err(self.path, "apply", e);
+            let mut stmt = self
+                .tx
+                .prepare_cached("SELECT key, record FROM users WHERE key = ?1")
+                .map_err(e)?;
+            let mut rows = stmt.query([key]).map_err(e)?;
+            let stored = match rows.next().map_err(e)? {
+                Some(r) => super::load::decode_row(r, &self.names).map_err(e)?,
+                None => {
+                    return Err(super::StoreError::Invalid(format!(
+                        "internal: user {key} is not in the store"
+                    )))
+                }
+            };
+            self.current = Some((key.to_string(), stored));
+        }
+        Ok(&mut self.current.as_mut().expect("read above").1)
+    }
+
+    /// Writes the record being changed, if any.
+    fn flush(&mut self) -> Result<()> {
+        let Some((key, stored)) = self.current.take() else {
+            return Ok(());
+        };
+        self.buf.clear();
+        super::record::encode(&key, &stored, &mut self.buf);
+        self.tx
+            .prepare_cached("UPDATE users SET record = ?2 WHERE key = ?1")
+            .and_then(|mut s| s.execute(params![key, self.buf]))
+            .map_err(|e| map_err(self.path, "apply", e))?;
+        Ok(())
+    }
 }
 
 /// A record's JSON columns, as stored.
@@ -280,6 +300,7 @@ struct Chain<'a> {
     seq: i64,
     head: String,
     count: i64,
+    pending: Vec<(AuditRecord, Texts, String)>,
 }
 
 impl<'a> Chain<'a> {
@@ -297,6 +318,7 @@ impl<'a> Chain<'a> {
             seq,
             head: report.head.clone(),
             count: report.records as i64,
+            pending: Vec::with_capacity(Self::PER_STATEMENT),
         })
     }
 
@@ -334,46 +356,69 @@ impl<'a> Chain<'a> {
         self.insert(r, texts, user_key)
     }
 
-    /// Inserts a record built and hashed elsewhere, which must follow the head.
+    /// Queues a record built and hashed elsewhere, which must follow the head; records are
+    /// written [`Chain::PER_STATEMENT`] to an `INSERT`.
     fn insert(&mut self, r: AuditRecord, texts: Texts, user_key: &str) -> Result<()> {
         if r.seq != self.seq + 1 || r.prev_hash != self.head {
             return Err(super::StoreError::Invalid(
                 "internal: an audit record out of order".into(),
             ));
         }
-        self.tx
-            .prepare_cached(
-                "INSERT INTO audit (seq, at, actor, role, action, user, user_key, before, after, sources, plan_id, prev_hash, hash, requested_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    r.seq,
-                    r.at.unix(),
-                    r.actor,
-                    r.role,
-                    r.action,
-                    r.user,
-                    user_key,
-                    texts.before,
-                    texts.after,
-                    texts.sources,
-                    r.plan_id,
-                    r.prev_hash,
-                    r.hash,
-                    texts.requested_by
-                ])
-            })
-            .map_err(|e| map_err(self.path, "append audit record", e))?;
         self.seq = r.seq;
-        self.head = r.hash;
+        self.head = r.hash.clone();
         self.count += 1;
+        self.pending.push((r, texts, user_key.to_string()));
+        if self.pending.len() == Self::PER_STATEMENT {
+            self.flush()?;
+        }
         Ok(())
     }
 
-    /// Records the new head; writes the row anew if it was deleted (an apply that accepted
-    /// that break repairs it).
-    fn close(self) -> Result<()> {
+    const PER_STATEMENT: usize = 64;
+
+    /// Writes the queued records, in one statement.
+    fn flush(&mut self) -> Result<()> {
+        let n = self.pending.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let sql = format!(
+            "INSERT INTO audit (seq, at, actor, role, action, user, user_key, before, after, sources, plan_id, prev_hash, hash, requested_by)
+             VALUES {}",
+            vec![row; n].join(", ")
+        );
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(14 * n);
+        for (r, t, key) in &self.pending {
+            values.extend_from_slice(&[
+                &r.seq,
+                &r.at,
+                &r.actor,
+                &r.role,
+                &r.action,
+                &r.user,
+                key,
+                &t.before,
+                &t.after,
+                &t.sources,
+                &r.plan_id,
+                &r.prev_hash,
+                &r.hash,
+                &t.requested_by,
+            ]);
+        }
+        self.tx
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.execute(values.as_slice()))
+            .map_err(|e| map_err(self.path, "append audit record", e))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes what is queued and records the new head; writes the row anew if it was deleted
+    /// (an apply that accepted that break repairs it).
+    fn close(mut self) -> Result<()> {
+        self.flush()?;
         self.tx
             .execute(
                 "INSERT INTO audit_head (id, hash, count) VALUES (1, ?1, ?2)

@@ -131,14 +131,6 @@ pub(crate) fn time(r: &Row<'_>, i: usize) -> rusqlite::Result<Timestamp> {
     Ok(Timestamp::from_unix(n))
 }
 
-/// Column `i` as a time or NULL.
-pub(crate) fn opt_time(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Timestamp>> {
-    match r.get_ref(i)? {
-        ValueRef::Null => Ok(None),
-        _ => time(r, i).map(Some),
-    }
-}
-
 /// Column `i` as text whatever it holds, as the audit chain hashes it: a record edited to
 /// another type still lists (and shows as edited), rather than hiding the rest of the log.
 pub(crate) fn lossy<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<std::borrow::Cow<'r, str>> {

@@ -3,8 +3,9 @@
 //! the file is `directory`'s; streaming it through here is `ops::import`'s.
 
 use super::load::load_groups;
+use super::record::{self, Stored};
 use super::{bump_revision, map_err, Result, Store, StoreError};
-use crate::model::{key_of, Directory, Group, User};
+use crate::model::{key_of, Directory, Group, Timestamp, User};
 use crate::util::escape_text;
 use rusqlite::params;
 use std::collections::BTreeSet;
@@ -60,8 +61,6 @@ pub fn in_import_transaction(
         let Some((groups, users)) = write(&tx, &path)? else {
             return Ok(None); // dropped: rolled back
         };
-        tx.execute_batch("DELETE FROM temp.imported")
-            .map_err(|e| map_err(&path, "import", e))?;
         let revision = bump_revision(&tx, &path)?;
         super::commit(tx, &path)?;
         Ok(Some((groups, users, revision)))
@@ -178,6 +177,76 @@ impl rusqlite::ToSql for crate::model::Timestamp {
     }
 }
 
+/// Users encoded per batch of an import's writes.
+const BATCH: usize = 8_192;
+
+/// For each of `users` the store holds: the time and hash of their password, if it has a hash,
+/// and their group keys. A record that does not decode is replaced by the import (the import
+/// repairs it); its `members` rows are found by a scan instead.
+#[allow(clippy::type_complexity)]
+fn old_records(
+    tx: &rusqlite::Transaction,
+    path: &Path,
+    users: &[(&str, &User)],
+) -> Result<std::collections::HashMap<String, (Option<(Timestamp, String)>, Vec<String>)>> {
+    let e = |e| map_err(path, "import", e);
+    let mut out = std::collections::HashMap::new();
+    let any: i64 = tx
+        .query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM users LIMIT 1)",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
+    if any == 0 {
+        return Ok(out);
+    }
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS imported (key TEXT PRIMARY KEY) WITHOUT ROWID;
+         DELETE FROM temp.imported;",
+    )
+    .map_err(e)?;
+    let mut listed = Rows::new(
+        tx,
+        path,
+        "INSERT OR IGNORE INTO temp.imported (key) VALUES ",
+        1,
+        "",
+    );
+    for (k, _) in users {
+        listed.push(&[k])?;
+    }
+    listed.finish()?;
+    let mut damaged = false;
+    {
+        let names = std::collections::HashMap::new();
+        let mut stmt = tx
+            .prepare(
+                "SELECT u.key, u.record FROM temp.imported i CROSS JOIN users u ON u.key = i.key",
+            )
+            .map_err(e)?;
+        let mut rows = stmt.query([]).map_err(e)?;
+        while let Some(r) = rows.next().map_err(e)? {
+            match super::load::decode_row(r, &names) {
+                Ok(s) => {
+                    let password = s.user.password_set_at.zip(s.password_hash);
+                    out.insert(s.user.key(), (password, s.user.groups));
+                }
+                Err(_) => damaged = true,
+            }
+        }
+    }
+    if damaged {
+        tx.execute(
+            "DELETE FROM members WHERE user_key IN (SELECT key FROM temp.imported)",
+            [],
+        )
+        .map_err(e)?;
+    }
+    tx.execute_batch("DELETE FROM temp.imported").map_err(e)?;
+    Ok(out)
+}
+
 /// Replaces each of `users`' records as a whole (a user listed twice by its last record). Every
 /// group a user is in must be `known`. `progress(done, total)` is called as the rows are written.
 pub fn write_users(
@@ -188,7 +257,6 @@ pub fn write_users(
     known: &mut BTreeSet<String>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
-    let e = |e| map_err(path, "import", e);
     for u in users {
         for g in &u.groups {
             if !known.contains(&key_of(g)) {
@@ -200,16 +268,9 @@ pub fn write_users(
             }
         }
     }
-    // Each listed user's old rows go in one statement per table, through a temporary table of
-    // their keys, rather than six statements per user (most of an import's statements).
-    tx.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS imported (key TEXT PRIMARY KEY) WITHOUT ROWID;
-         DELETE FROM temp.imported;",
-    )
-    .map_err(e)?;
-    let keys: Vec<String> = users.iter().map(User::key).collect();
     // A user listed twice (only possible past `parse`) is replaced by its last record.
     let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let keys: Vec<String> = users.iter().map(User::key).collect();
     for (i, k) in keys.iter().enumerate() {
         last.insert(k, i);
     }
@@ -220,132 +281,63 @@ pub fn write_users(
         .filter(|(i, (k, _))| last.get(k.as_str()) == Some(i))
         .map(|(_, (k, u))| (k.as_str(), u))
         .collect();
-    let mut listed = Rows::new(
+    // What the store holds of the listed users now: a password hash survives an import that
+    // leaves the password's time alone, and the old groups' `members` rows go.
+    let old = old_records(tx, path, &latest)?;
+    let mut gone = Rows::new(
         tx,
         path,
-        "INSERT OR IGNORE INTO temp.imported (key) VALUES ",
-        1,
-        "",
-    );
-    let mut user_up = Rows::new(
-        tx,
-        path,
-        "INSERT INTO users (key, id, display_name, enabled, password_set_at, must_change_password,
-                            registration_valid_from, sessions_valid_from, devices_valid_from)
-         VALUES ",
-        9,
-        " ON CONFLICT (key) DO UPDATE SET
-            id = excluded.id, display_name = excluded.display_name, enabled = excluded.enabled,
-            password_hash = CASE WHEN users.password_set_at IS excluded.password_set_at
-                                 THEN users.password_hash END,
-            password_set_at = excluded.password_set_at,
-            must_change_password = excluded.must_change_password,
-            registration_valid_from = excluded.registration_valid_from,
-            sessions_valid_from = excluded.sessions_valid_from,
-            devices_valid_from = excluded.devices_valid_from",
-    );
-    // Rows in file order, so that a user listed twice ends as its last record, as before.
-    for (k, u) in keys.iter().zip(users) {
-        listed.push(&[k])?;
-        user_up.push(&[
-            k,
-            &u.id,
-            &u.display_name,
-            &u.enabled,
-            &u.password_set_at,
-            &u.must_change_password,
-            &u.registration_valid_from,
-            &u.sessions_valid_from,
-            &u.devices_valid_from,
-        ])?;
-    }
-    listed.finish()?;
-    user_up.finish()?;
-    for t in [
-        "user_roles",
-        "memberships",
-        "methods",
-        "sessions",
-        "trusted_devices",
-        "app_passwords",
-    ] {
-        tx.execute(
-            &format!("DELETE FROM {t} WHERE user_key IN (SELECT key FROM temp.imported)"),
-            [],
-        )
-        .map_err(e)?;
-    }
-    let mut role = Rows::new(
-        tx,
-        path,
-        "INSERT OR IGNORE INTO user_roles (user_key, role) VALUES ",
+        "DELETE FROM members WHERE (group_key, user_key) IN (VALUES ",
         2,
-        "",
+        ")",
     );
-    let mut member = Rows::new(
-        tx,
-        path,
-        "INSERT OR IGNORE INTO memberships (user_key, group_key) VALUES ",
-        2,
-        "",
-    );
-    let mut method = Rows::new(
-        tx,
-        path,
-        "INSERT INTO methods (user_key, id, kind, registered_at) VALUES ",
-        4,
-        "",
-    );
-    let mut session = Rows::new(
-        tx,
-        path,
-        "INSERT INTO sessions (user_key, id, issued_at) VALUES ",
-        3,
-        "",
-    );
-    let mut device = Rows::new(
-        tx,
-        path,
-        "INSERT INTO trusted_devices (user_key, id, name, remembered_at) VALUES ",
-        4,
-        "",
-    );
-    let mut app = Rows::new(
-        tx,
-        path,
-        "INSERT INTO app_passwords (user_key, id, name, created_at) VALUES ",
-        4,
-        "",
-    );
-    let group_keys: Vec<Vec<String>> = latest
-        .iter()
-        .map(|(_, u)| u.groups.iter().map(|g| key_of(g)).collect())
-        .collect();
-    for (i, ((k, u), groups)) in latest.iter().zip(&group_keys).enumerate() {
-        if i % 1024 == 0 {
-            progress(i, latest.len());
-        }
-        for r in &u.roles {
-            role.push(&[k, r])?;
-        }
+    for (key, (_, groups)) in &old {
         for g in groups {
-            member.push(&[k, g])?;
-        }
-        for m in &u.methods {
-            method.push(&[k, &m.id, &m.kind, &m.registered_at])?;
-        }
-        for s in &u.sessions {
-            session.push(&[k, &s.id, &s.issued_at])?;
-        }
-        for d in &u.trusted_devices {
-            device.push(&[k, &d.id, &d.name, &d.remembered_at])?;
-        }
-        for a in &u.app_passwords {
-            app.push(&[k, &a.id, &a.name, &a.created_at])?;
+            gone.push(&[g, key])?;
         }
     }
-    for rows in [role, member, method, session, device, app] {
-        rows.finish()?;
+    gone.finish()?;
+    // The records, encoded first (the `Rows` borrow them), a batch of users at a time.
+    let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(BATCH.min(latest.len()));
+    let mut group_keys: Vec<Vec<String>> = Vec::with_capacity(BATCH.min(latest.len()));
+    for (n, chunk) in latest.chunks(BATCH).enumerate() {
+        progress(n * BATCH, latest.len());
+        encoded.clear();
+        group_keys.clear();
+        for (k, u) in chunk {
+            let mut user = (*u).clone();
+            user.normalize();
+            let mut stored = Stored::new(user);
+            if let Some((Some((at, hash)), _)) = old.get(*k) {
+                if stored.user.password_set_at == Some(*at) {
+                    stored.password_hash = Some(hash.clone());
+                }
+            }
+            encoded.push(record::to_bytes(k, &stored));
+            group_keys.push(stored.user.groups.iter().map(|g| key_of(g)).collect());
+        }
+        let mut up = Rows::new(
+            tx,
+            path,
+            "INSERT INTO users (key, record) VALUES ",
+            2,
+            " ON CONFLICT (key) DO UPDATE SET record = excluded.record",
+        );
+        let mut member = Rows::new(
+            tx,
+            path,
+            "INSERT OR IGNORE INTO members (group_key, user_key) VALUES ",
+            2,
+            "",
+        );
+        for (((k, _), rec), groups) in chunk.iter().zip(&encoded).zip(&group_keys) {
+            up.push(&[k, rec])?;
+            for g in groups {
+                member.push(&[g, k])?;
+            }
+        }
+        up.finish()?;
+        member.finish()?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod damage;
 mod export;
 mod import;
 mod load;
+pub mod record;
 mod schema;
 
 pub use apply::{apply_plan, failpoint, failpoint_wait, password_hash, plan_applied};

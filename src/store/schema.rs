@@ -98,7 +98,30 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE audit ADD COLUMN requested_by TEXT;
     "#,
+    // 4: the per-user record (docs/store.md, "Layout"): one row per user holding their whole
+    // state, and the group index. The data step (`records_from_tables`) fills them from the
+    // tables of migrations 1-3, which are then dropped.
+    r#"
+    CREATE TABLE user_records (key TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE members (
+        group_key TEXT NOT NULL REFERENCES groups(key),
+        user_key TEXT NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    ) WITHOUT ROWID;
+    "#,
 ];
+
+/// Migration 4's data step and the SQL that finishes it.
+const DROP_TABLES: &str = r#"
+    DROP TABLE user_roles;
+    DROP TABLE memberships;
+    DROP TABLE methods;
+    DROP TABLE sessions;
+    DROP TABLE trusted_devices;
+    DROP TABLE app_passwords;
+    DROP TABLE users;
+    ALTER TABLE user_records RENAME TO users;
+"#;
 
 pub fn latest() -> i64 {
     MIGRATIONS.len() as i64
@@ -109,6 +132,10 @@ pub fn migrate(conn: &mut Connection, from: i64, app_id: i64) -> rusqlite::Resul
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
         tx.execute_batch(sql)?;
+        if i + 1 == 4 {
+            records_from_tables(&tx)?;
+            tx.execute_batch(DROP_TABLES)?;
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
     // Migration 2's data step, once the records can be read as the latest schema has them.
@@ -117,6 +144,146 @@ pub fn migrate(conn: &mut Connection, from: i64, app_id: i64) -> rusqlite::Resul
     }
     tx.pragma_update(None, "application_id", app_id)?;
     tx.commit()
+}
+
+/// Migration 4's data step: each user of the tables of migrations 1-3, with their child rows
+/// gathered by SQLite as JSON arrays, becomes one record, and each membership a `members` row.
+/// A row of a type mfactl never wrote stops the migration (rolled back), naming it.
+fn records_from_tables(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    use super::record::{self, Stored};
+    use crate::model::{AppPassword, Device, Method, Session, Timestamp, User};
+    use serde_json::Value;
+    let mut read = tx.prepare(
+        "SELECT u.key, u.id, u.display_name, u.enabled, u.password_set_at, u.must_change_password,
+                u.password_hash, u.registration_valid_from, u.sessions_valid_from, u.devices_valid_from,
+                (SELECT json_group_array(role) FROM user_roles WHERE user_key = u.key),
+                (SELECT json_group_array(group_key) FROM memberships WHERE user_key = u.key),
+                (SELECT json_group_array(json_array(id, kind, registered_at))
+                   FROM methods WHERE user_key = u.key),
+                (SELECT json_group_array(json_array(id, issued_at))
+                   FROM sessions WHERE user_key = u.key),
+                (SELECT json_group_array(json_array(id, name, remembered_at))
+                   FROM trusted_devices WHERE user_key = u.key),
+                (SELECT json_group_array(json_array(id, name, created_at, secret_hash))
+                   FROM app_passwords WHERE user_key = u.key)
+         FROM users u ORDER BY u.key",
+    )?;
+    let mut write = tx.prepare("INSERT INTO user_records (key, record) VALUES (?1, ?2)")?;
+    let mut member =
+        tx.prepare("INSERT OR IGNORE INTO members (group_key, user_key) VALUES (?1, ?2)")?;
+    let mut rows = read.query([])?;
+    let mut buf = Vec::new();
+    while let Some(r) = rows.next()? {
+        let key: String = r.get(0)?;
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            super::damage::damaged(format!(
+                "migrating user `{}` to the per-user record: {what}: {e}",
+                crate::util::escape_text(&key)
+            ))
+        };
+        let t = |v: &Value, what: &str| -> rusqlite::Result<Timestamp> {
+            match v.as_i64() {
+                Some(n) if (record::FIRST_TIME..=record::LAST_TIME).contains(&n) => {
+                    Ok(Timestamp::from_unix(n))
+                }
+                _ => Err(bad(what, &format!("the time {v} is not one mfactl writes"))),
+            }
+        };
+        let s = |v: &Value, what: &str| -> rusqlite::Result<String> {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(what, &format!("{v} is not text")))
+        };
+        let list = |i: usize, what: &str| -> rusqlite::Result<Vec<Vec<Value>>> {
+            let text: String = r.get(i)?;
+            let v: Vec<Value> = serde_json::from_str(&text).map_err(|e| bad(what, &e))?;
+            Ok(v.into_iter()
+                .map(|x| match x {
+                    Value::Array(a) => a,
+                    other => vec![other],
+                })
+                .collect())
+        };
+        let opt_time = |i: usize, what: &str| -> rusqlite::Result<Option<Timestamp>> {
+            match r.get::<_, Option<i64>>(i)? {
+                None => Ok(None),
+                Some(n) => t(&Value::from(n), what).map(Some),
+            }
+        };
+        let roles = list(10, "roles")?
+            .iter()
+            .map(|x| s(&x[0], "roles"))
+            .collect::<rusqlite::Result<_>>()?;
+        let groups: Vec<String> = list(11, "groups")?
+            .iter()
+            .map(|x| s(&x[0], "groups"))
+            .collect::<rusqlite::Result<_>>()?;
+        let field = |x: &[Value], i: usize| x.get(i).cloned().unwrap_or(Value::Null);
+        let mut methods = Vec::new();
+        for x in list(12, "methods")? {
+            methods.push(Method {
+                id: s(&field(&x, 0), "methods")?,
+                kind: s(&field(&x, 1), "methods")?,
+                registered_at: t(&field(&x, 2), "methods")?,
+            });
+        }
+        let mut sessions = Vec::new();
+        for x in list(13, "sessions")? {
+            sessions.push(Session {
+                id: s(&field(&x, 0), "sessions")?,
+                issued_at: t(&field(&x, 1), "sessions")?,
+            });
+        }
+        let mut trusted_devices = Vec::new();
+        for x in list(14, "trusted devices")? {
+            trusted_devices.push(Device {
+                id: s(&field(&x, 0), "trusted devices")?,
+                name: s(&field(&x, 1), "trusted devices")?,
+                remembered_at: t(&field(&x, 2), "trusted devices")?,
+            });
+        }
+        let (mut app_passwords, mut secrets) = (Vec::new(), Vec::new());
+        for x in list(15, "app passwords")? {
+            let a = AppPassword {
+                id: s(&field(&x, 0), "app passwords")?,
+                name: s(&field(&x, 1), "app passwords")?,
+                created_at: t(&field(&x, 2), "app passwords")?,
+            };
+            if let Some(h) = field(&x, 3).as_str() {
+                secrets.push((a.id.clone(), h.to_string()));
+            }
+            app_passwords.push(a);
+        }
+        let mut user = User {
+            id: r.get(1)?,
+            display_name: r.get(2)?,
+            enabled: r.get(3)?,
+            roles,
+            groups: groups.clone(),
+            password_set_at: opt_time(4, "password-set-at")?,
+            must_change_password: r.get(5)?,
+            registration_valid_from: opt_time(7, "registration-valid-from")?,
+            sessions_valid_from: opt_time(8, "sessions-valid-from")?,
+            devices_valid_from: opt_time(9, "devices-valid-from")?,
+            methods,
+            sessions,
+            trusted_devices,
+            app_passwords,
+        };
+        user.normalize();
+        let stored = Stored {
+            user,
+            password_hash: r.get(6)?,
+            secrets,
+        };
+        buf.clear();
+        record::encode(&key, &stored, &mut buf);
+        write.execute(rusqlite::params![key, buf])?;
+        for g in &groups {
+            member.execute([g, &key])?;
+        }
+    }
+    Ok(())
 }
 
 /// Migration 2's data step: hash the records an older store already holds, in order.
