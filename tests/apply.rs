@@ -144,14 +144,7 @@ fn the_temporary_password_appears_only_in_the_credentials_file() {
             );
         }
     }
-    let db = rusqlite::Connection::open(&env.store).unwrap();
-    let hash: String = db
-        .query_row(
-            "SELECT password_hash FROM users WHERE key = 'carol@contoso.example'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let hash = stored_password_hash(&env.store, "carol@contoso.example").unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
 }
 
@@ -473,15 +466,8 @@ fn each_reset_user_gets_the_hash_of_their_own_password() {
         users,
         "{text}"
     );
-    let db = rusqlite::Connection::open(&env.store).unwrap();
     for (user, _) in &issued {
-        let stored: String = db
-            .query_row(
-                "SELECT password_hash FROM users WHERE key = ?1",
-                [user],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let stored = stored_password_hash(&env.store, user).unwrap();
         let hash = PasswordHash::new(&stored).unwrap();
         for (other, password) in &issued {
             let ok = argon2::Argon2::default()

@@ -103,17 +103,10 @@ fn issued(file: &Path) -> Vec<(String, String)> {
 /// How many of these passwords the store's hashes accept.
 fn working(env: &Env, passwords: &[(String, String)]) -> usize {
     use argon2::{PasswordHash, PasswordVerifier};
-    let db = rusqlite::Connection::open(&env.store).unwrap();
     passwords
         .iter()
         .filter(|(user, password)| {
-            let stored: Option<String> = db
-                .query_row(
-                    "SELECT password_hash FROM users WHERE key = ?1",
-                    [user],
-                    |r| r.get(0),
-                )
-                .unwrap();
+            let stored = stored_password_hash(&env.store, user);
             stored.is_some_and(|s| {
                 argon2::Argon2::default()
                     .verify_password(password.as_bytes(), &PasswordHash::new(&s).unwrap())

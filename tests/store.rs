@@ -337,30 +337,20 @@ fn an_import_was_silent_about_a_role_the_role_table_never_mentions() {
     assert!(!o.stderr.contains("warning"), "{}", o.stderr);
 }
 
-/// A store written by an older mfactl: schema 2 (the hash chain, no requesters) or schema 1 (no
-/// hash chain), with audit records. Made here from a current store by undoing the later
-/// migrations, exactly as their SQL added them.
-fn downgraded(to: i64) -> (Env, String) {
-    let env = Env::example();
-    env.write(
-        "m/off.yaml",
-        &manifest(
-            "off",
-            "  - users: [bob@contoso.example, dave@contoso.example]\n    \
-             revoke-sessions-before: 2026-11-27T09:00:00Z\n",
-        ),
-    );
-    env.ok(&[
-        "apply",
-        "m",
-        "--actor",
-        "gary@contoso.example",
-        "--auto-approve",
-    ]);
-    let export = env.export();
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+/// A store written by an older mfactl: `tests/fixtures/store-v3.db`, written by the last release
+/// of schema 3 (one table per kind of object), taken back to schema 2 (the hash chain, no
+/// requesters) or 1 (no hash chain) by undoing those migrations exactly as their SQL added them.
+/// Returns it with its export as that release printed it.
+fn older(to: i64) -> (Env, String) {
+    let env = Env::bare();
+    std::fs::copy(format!("{FIXTURES}/store-v3.db"), &env.store).unwrap();
     let c = rusqlite::Connection::open(&env.store).unwrap();
-    c.execute_batch("ALTER TABLE audit DROP COLUMN requested_by")
-        .unwrap();
+    if to < 3 {
+        c.execute_batch("ALTER TABLE audit DROP COLUMN requested_by")
+            .unwrap();
+    }
     if to < 2 {
         c.execute_batch(
             "DROP TABLE audit_head; ALTER TABLE audit DROP COLUMN prev_hash; \
@@ -369,21 +359,32 @@ fn downgraded(to: i64) -> (Env, String) {
         .unwrap();
     }
     c.pragma_update(None, "user_version", to).unwrap();
+    drop(c);
+    let export = std::fs::read_to_string(format!("{FIXTURES}/store-v3.export.yaml")).unwrap();
     (env, export)
 }
 
 #[test]
 fn init_migrates_a_store_of_each_older_schema_and_its_audit_chain_verifies() {
-    for from in [1, 2] {
-        let (env, before) = downgraded(from);
+    let m = env_manifest();
+    for from in [1, 2, 3] {
+        let (env, before) = older(from);
+        env.write("m/off.yaml", &m);
         let o = env.run(&["plan", "m"]);
         assert_eq!(o.code, 1, "schema {from}: {}", o.stderr);
         assert!(o.stderr.contains("run `mfactl init`"), "{}", o.stderr);
-        env.ok(&["init"]);
+        let o = env.ok(&["init"]);
+        assert!(
+            o.stderr.contains(&format!(
+                "from schema version {from} to 4; its audit chain of 7 records verifies"
+            )),
+            "schema {from}: {}",
+            o.stderr
+        );
         assert_eq!(env.export(), before, "schema {from}: the directory is kept");
         let v = env.ok(&["audit", "verify"]);
         assert!(
-            v.stdout.starts_with("2 records, head "),
+            v.stdout.starts_with("7 records, head "),
             "schema {from}: {}",
             v.stdout
         );
@@ -394,14 +395,15 @@ fn init_migrates_a_store_of_each_older_schema_and_its_audit_chain_verifies() {
             .unwrap()
             .iter()
             .all(|r| r["requested_by"].is_null()));
+        if from == 3 {
+            // The audit log reads exactly as the old release printed it, hashes and all.
+            let old: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(format!("{FIXTURES}/store-v3.audit.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(audit, old);
+        }
         // The migrated store takes new records on the same chain.
-        env.write(
-            "m/more.yaml",
-            &manifest(
-                "more",
-                "  - users: [carol@contoso.example]\n    revoke-sessions-before: 2026-11-28T09:00:00Z\n",
-            ),
-        );
         env.ok(&[
             "apply",
             "m",
@@ -411,9 +413,93 @@ fn init_migrates_a_store_of_each_older_schema_and_its_audit_chain_verifies() {
         ]);
         let v = env.ok(&["audit", "verify"]);
         assert!(
-            v.stdout.contains("3 records"),
+            v.stdout.contains("9 records"),
             "schema {from}: {}",
             v.stdout
         );
+        // A second init has nothing to do.
+        let o = env.ok(&["init"]);
+        assert!(o.stderr.contains("is up to date"), "{}", o.stderr);
     }
+}
+
+fn env_manifest() -> String {
+    manifest(
+        "off",
+        "  - users: [bob@contoso.example, dave@contoso.example]\n    \
+         revoke-sessions-before: 2026-11-29T09:00:00Z\n",
+    )
+}
+
+/// The migration keeps what the export never shows: the hash of the temporary password the old
+/// release issued still accepts that password, and the old tables are gone.
+#[test]
+fn the_migration_keeps_password_hashes_and_drops_the_old_tables() {
+    use argon2::{PasswordHash, PasswordVerifier};
+    let (env, _) = older(3);
+    env.ok(&["init"]);
+    let creds = std::fs::read_to_string(format!("{FIXTURES}/store-v3.credentials.txt")).unwrap();
+    let (user, password) = creds.trim_end().split_once('\t').unwrap();
+    let hash = stored_password_hash(&env.store, user).expect("the hash survived");
+    assert!(argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &PasswordHash::new(&hash).unwrap())
+        .is_ok());
+    let c = rusqlite::Connection::open(&env.store).unwrap();
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "applied_plans",
+            "audit",
+            "audit_head",
+            "groups",
+            "members",
+            "meta",
+            "users"
+        ]
+    );
+    let version: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4);
+}
+
+/// A row the migration cannot read stops it: `init` names the row, exits 1, and the file is
+/// byte for byte what it was (one transaction).
+#[test]
+fn a_migration_that_fails_leaves_the_old_store_untouched() {
+    let (env, _) = older(3);
+    let c = rusqlite::Connection::open(&env.store).unwrap();
+    c.execute_batch("UPDATE sessions SET issued_at = 'yesterday' WHERE rowid = (SELECT rowid FROM sessions LIMIT 1)")
+        .or_else(|_| {
+            c.execute_batch(
+                "UPDATE sessions SET issued_at = 'yesterday' \
+                 WHERE (user_key, id) = (SELECT user_key, id FROM sessions LIMIT 1)",
+            )
+        })
+        .unwrap();
+    c.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    drop(c);
+    let before = std::fs::read(&env.store).unwrap();
+    let o = env.run(&["init"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stderr.contains("migrating user `") && o.stderr.contains("sessions"),
+        "{}",
+        o.stderr
+    );
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    assert!(
+        std::fs::read(&env.store).unwrap() == before,
+        "the failed migration changed the file"
+    );
+    let o = env.run(&["store", "export"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("run `mfactl init`"), "{}", o.stderr);
 }

@@ -2,15 +2,24 @@
 
 use super::Ctx;
 use crate::error::{CmdResult, Exit};
-use crate::store::Store;
+use crate::store::{Init, Store};
 
 pub fn run(ctx: &Ctx, demo: bool) -> CmdResult {
-    let (mut store, created) = Store::init(&ctx.store, ctx.lock_timeout)?;
-    if created {
-        ctx.status(&format!("Created store {}.", ctx.store.display()));
-    } else {
-        ctx.status(&format!("Store {} is up to date.", ctx.store.display()));
-    }
+    let (mut store, done) = Store::init(&ctx.store, ctx.lock_timeout)?;
+    let path = ctx.store.display();
+    ctx.status(&match done {
+        Init::Created => format!("Created store {path}."),
+        Init::Migrated { from, to } => {
+            let report = crate::store::verify_audit(store.conn(), store.path())?;
+            let chain = if report.intact() {
+                format!("its audit chain of {} records verifies", report.records)
+            } else {
+                "its audit chain was already broken before; see `mfactl audit verify`".to_string()
+            };
+            format!("Migrated store {path} from schema version {from} to {to}; {chain}.")
+        }
+        Init::Current => format!("Store {path} is up to date."),
+    });
     if demo {
         let (g, u, rev) = crate::ops::import::import_text(
             &mut store,

@@ -83,6 +83,18 @@ impl StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// An open store and how long to wait for its write lock.
+/// What [`Store::init`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    Created,
+    /// An older store brought to the current schema version.
+    Migrated {
+        from: i64,
+        to: i64,
+    },
+    Current,
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -120,8 +132,8 @@ impl Store {
     }
 
     /// Creates the store (mode 0600) or migrates an older one; a no-op on a current store.
-    /// Returns the store and whether it was created.
-    pub fn init(path: &Path, lock_timeout: Duration) -> Result<(Store, bool)> {
+    /// Returns the store and what was done.
+    pub fn init(path: &Path, lock_timeout: Duration) -> Result<(Store, Init)> {
         plain_path(path)?;
         let created = !path.exists();
         if created {
@@ -142,15 +154,35 @@ impl Store {
             });
         }
         if version < known {
+            schema::migrate(&mut store.conn, version, APPLICATION_ID)
+                .map_err(store.err("migrate"))?;
             // WAL lets readers (plan, watch --detect-only) run beside an apply; it is persistent.
+            // Set once the migration committed, so that a failed one leaves the file as it was.
             store
                 .conn
                 .pragma_update(None, "journal_mode", "WAL")
                 .map_err(store.err("set journal mode"))?;
-            schema::migrate(&mut store.conn, version, APPLICATION_ID)
-                .map_err(store.err("migrate"))?;
+            if !created && version < 4 && version > 0 {
+                // Migration 4 rewrote every user into a new table: compact the file so that the
+                // records lie in key order, as a fresh import leaves them. VACUUM is atomic on
+                // its own; the migration is already committed.
+                store
+                    .conn
+                    .execute_batch("VACUUM")
+                    .map_err(store.err("compact the migrated store"))?;
+            }
         }
-        Ok((store, created))
+        let done = if created || version == 0 {
+            Init::Created
+        } else if version < known {
+            Init::Migrated {
+                from: version,
+                to: known,
+            }
+        } else {
+            Init::Current
+        };
+        Ok((store, done))
     }
 
     fn connect(path: &Path, lock_timeout: Duration) -> Result<Store> {

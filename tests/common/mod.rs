@@ -147,3 +147,11 @@ pub fn user_yaml(id: &str, roles: &[&str], groups: &[&str], extra: &str) -> Stri
         groups.join(", ")
     )
 }
+
+/// The password hash the store holds for `key` (the record is opaque to SQL, so this reads it
+/// the way mfactl does).
+#[allow(dead_code)]
+pub fn stored_password_hash(store: &Path, key: &str) -> Option<String> {
+    let conn = rusqlite::Connection::open(store).unwrap();
+    mfactl::store::password_hash(&conn, store, key).unwrap()
+}
