@@ -880,8 +880,21 @@ pub fn future_cutoffs(planned: &[Planned], policy: &Policy, now: Timestamp) -> V
 /// requires each to be unchanged.
 pub fn fingerprint(user: &User) -> String {
     use sha2::{Digest, Sha256};
-    let bytes = serde_json::to_vec(user).unwrap_or_default();
-    crate::util::hex(&Sha256::digest(&bytes))
+    /// Hashes what serde_json writes, without collecting it first.
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    // Writing into a hasher cannot fail, and `User` serialises without error.
+    let _ = serde_json::to_writer(std::io::BufWriter::with_capacity(512, &mut h), user);
+    crate::util::hex(&h.0.finalize())
 }
 
 /// Fingerprints of every user these changes touch, by id as the store spells it.

@@ -106,8 +106,8 @@ pub fn change_content(c: &Change) -> String {
         crate::plan::cutoff(&c.action)
             .map(|t| t.to_string())
             .as_deref(),
-        &canonical_string(&crate::plan::slice_value(&c.before)),
-        &canonical_string(&crate::plan::slice_value(&c.after)),
+        &canonical_slice(&c.before),
+        &canonical_slice(&c.after),
         &c.removes,
         c.requested_by
             .as_ref()
@@ -131,29 +131,91 @@ fn content(
     requested_by: Option<&str>,
     sources: &[String],
 ) -> String {
-    let text = |s: &str| Value::from(s).to_string();
-    let list = |items: &[String]| {
-        let mut out = String::from("[");
+    let mut out = String::with_capacity(
+        96 + before.len() + after.len() + user.len() + removes.len() * 24 + sources.len() * 24,
+    );
+    let list = |out: &mut String, items: &[String]| {
+        out.push('[');
         for (i, x) in items.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&text(x));
+            json_str(out, x);
         }
         out.push(']');
-        out
     };
+    out.push_str("{\"action\":");
+    json_str(&mut out, action);
+    out.push_str(",\"after\":");
+    out.push_str(after);
+    out.push_str(",\"before\":");
+    out.push_str(before);
+    out.push_str(",\"cutoff\":");
+    match cutoff {
+        Some(t) => json_str(&mut out, t),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"removes\":");
+    list(&mut out, removes);
     // `requested_by` (under `--signers`) sorts between `removes` and `sources`; plans made
     // without it keep the spelling, and so the ids, they always had.
-    let requested = requested_by.map_or(String::new(), |by| format!(",\"requested_by\":{by}"));
-    format!(
-        "{{\"action\":{},\"after\":{after},\"before\":{before},\"cutoff\":{},\"removes\":{}{requested},\"sources\":{},\"user\":{}}}",
-        text(action),
-        cutoff.map_or("null".to_string(), text),
-        list(removes),
-        list(sources),
-        text(user)
-    )
+    if let Some(by) = requested_by {
+        out.push_str(",\"requested_by\":");
+        out.push_str(by);
+    }
+    out.push_str(",\"sources\":");
+    list(&mut out, sources);
+    out.push_str(",\"user\":");
+    json_str(&mut out, user);
+    out.push('}');
+    out
+}
+
+/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it.
+fn json_str(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
+    }
+}
+
+/// The canonical spelling of [`crate::plan::slice_value`]`(s)`, written directly: keys sorted,
+/// times as strings, counts as numbers, flags as booleans.
+pub fn canonical_slice(s: &crate::plan::Slice) -> String {
+    use crate::plan::Val;
+    let mut order: Vec<usize> = (0..s.len()).collect();
+    // As a JSON map: sorted by key, and a repeated key holds its last value.
+    order.sort_by_key(|&i| (s[i].0, std::cmp::Reverse(i)));
+    order.dedup_by_key(|i| s[*i].0);
+    let mut out = String::with_capacity(24 * s.len() + 2);
+    out.push('{');
+    for (n, &i) in order.iter().enumerate() {
+        let (k, v) = &s[i];
+        if n > 0 {
+            out.push(',');
+        }
+        json_str(&mut out, k);
+        out.push(':');
+        match v {
+            Val::Time(Some(t)) => {
+                out.push('"');
+                let _ = write!(out, "{t}");
+                out.push('"');
+            }
+            Val::Time(None) => out.push_str("null"),
+            Val::Count(c) => {
+                let _ = write!(out, "{c}");
+            }
+            Val::Flag(b) => out.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+    out.push('}');
+    out
 }
 
 fn canonical_string(v: &Value) -> String {
@@ -574,6 +636,52 @@ impl SavedPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_direct_spelling_of_a_slice_and_a_change_is_the_canonical_one() {
+        use crate::plan::Val;
+        let t = |s: &str| Some(Timestamp::parse(s).unwrap());
+        let slices: Vec<crate::plan::Slice> = vec![
+            vec![],
+            vec![
+                ("sessions", Val::Count(3)),
+                ("sessions-valid-from", Val::Time(None)),
+            ],
+            vec![
+                ("password-set-at", Val::Time(t("2026-01-01"))),
+                ("must-change-password", Val::Flag(true)),
+                ("app-passwords", Val::Count(0)),
+                ("must-change-password", Val::Flag(false)),
+            ],
+        ];
+        for s in &slices {
+            assert_eq!(
+                canonical_slice(s),
+                canonical_string(&crate::plan::slice_value(s)),
+                "{s:?}"
+            );
+        }
+        for user in ["a@b", "quote\"back\\slash", "ctl\u{1}\u{7f}é☃"] {
+            let via_values = {
+                let v = json!({
+                    "action": "revoke-sessions", "after": json!({"n": 1}), "before": json!({}),
+                    "cutoff": null, "removes": [user, "x"], "sources": [user], "user": user
+                });
+                canonical_string(&v)
+            };
+            let direct = content(
+                user,
+                "revoke-sessions",
+                None,
+                "{}",
+                "{\"n\":1}",
+                &[user.to_string(), "x".to_string()],
+                None,
+                &[user.to_string()],
+            );
+            assert_eq!(direct, via_values);
+        }
+    }
 
     #[test]
     fn canonical_json_sorts_keys_and_drops_whitespace() {

@@ -147,7 +147,7 @@ pub fn plan_batches(
 ) -> Result<String, Failure> {
     store::read_snapshot(conn, store_path, || {
         let needs = plan::needs(&input.manifests);
-        let known = store::existing_users(conn, store_path, &needs.user_keys)?;
+        let known = store::select_named(conn, store_path, &needs.user_keys)?;
         let groups = store::load_groups(conn, store_path)?;
         let revision = store::revision(conn, store_path)?;
         let who = who.load(conn, store_path)?;
@@ -184,12 +184,7 @@ pub fn plan_batches(
         let keys = if needs.all_users {
             None
         } else {
-            Some(store::member_keys(
-                conn,
-                store_path,
-                &known,
-                &needs.group_keys,
-            )?)
+            Some(store::select_members(conn, store_path, &needs.group_keys)?)
         };
         let bs = batch_size();
         // Plans every batch in key order, handing each with its users to `f`.
@@ -205,7 +200,8 @@ pub fn plan_batches(
             };
             if let Some(keys) = &keys {
                 for chunk in keys.chunks(bs) {
-                    plan_batch(store::load_keys(conn, store_path, chunk)?)?;
+                    let (first, last) = (&chunk[0], &chunk[chunk.len() - 1]);
+                    plan_batch(store::load_selected(conn, store_path, first, last)?)?;
                 }
                 return Ok(());
             }
@@ -221,8 +217,12 @@ pub fn plan_batches(
         };
         if let Some(keys) = keys.as_ref().filter(|k| k.len() <= bs) {
             // One batch: planned before the start, so the start carries the id.
+            let users = match (keys.first(), keys.last()) {
+                (Some(first), Some(last)) => store::load_selected(conn, store_path, first, last)?,
+                _ => BTreeMap::new(),
+            };
             let batch = Actual {
-                users: store::load_keys(conn, store_path, keys)?,
+                users,
                 groups: groups.clone(),
                 revision,
             };

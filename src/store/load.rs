@@ -19,6 +19,11 @@ pub(crate) enum Scope<'a> {
         first: &'a str,
         last: &'a str,
     },
+    /// The keys of the plan's selection (`temp.selected`) between these two, inclusive.
+    Selected {
+        first: &'a str,
+        last: &'a str,
+    },
     /// These keys, plus every member of these groups.
     Keys {
         users: &'a [String],
@@ -173,20 +178,104 @@ fn users_from(scope: &Scope) -> &'static str {
         Scope::All => "FROM users c",
         Scope::Range { .. } => "FROM users c WHERE c.key BETWEEN ?1 AND ?2",
         Scope::Keys { .. } => "FROM temp.want w CROSS JOIN users c ON c.key = w.key",
+        Scope::Selected { .. } => {
+            "FROM temp.selected w CROSS JOIN users c ON c.key = w.key WHERE w.key BETWEEN ?1 AND ?2"
+        }
     }
 }
 
 /// Fills this connection's `temp.want` with `keys`.
 fn fill_want<'k>(conn: &Connection, keys: impl Iterator<Item = &'k str>) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS want (key TEXT PRIMARY KEY) WITHOUT ROWID;
-         DELETE FROM temp.want;",
-    )?;
-    let mut ins = conn.prepare_cached("INSERT OR IGNORE INTO temp.want (key) VALUES (?1)")?;
-    for k in keys {
-        ins.execute([k])?;
-    }
+    fill(conn, "want", keys)
+}
+
+/// Empties (creating it if need be) the temporary key table `table` and fills it with `keys`,
+/// in one statement.
+fn fill<'k>(
+    conn: &Connection,
+    table: &str,
+    keys: impl Iterator<Item = &'k str>,
+) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY) WITHOUT ROWID;
+         DELETE FROM temp.{table};"
+    ))?;
+    let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
+        keys.map(|k| rusqlite::types::Value::Text(k.to_string()))
+            .collect(),
+    );
+    conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO temp.{table} (key) SELECT value FROM rarray(?1)"
+    ))?
+    .execute([list])?;
     Ok(())
+}
+
+/// A plan's selection, kept in the temporary table `selected` for the plan's snapshot: the
+/// users named that exist, then every member of the groups named. Loading it a batch at a time
+/// reads a key range of the table ([`load_selected`]), with no key list sent again.
+pub fn select_named(
+    conn: &Connection,
+    path: &Path,
+    keys: &BTreeSet<String>,
+) -> Result<BTreeSet<String>> {
+    let e = |e| map_err(path, "read users", e);
+    fill(conn, "selected", keys.iter().map(String::as_str)).map_err(e)?;
+    let mut stmt = conn
+        .prepare_cached("SELECT w.key FROM temp.selected w CROSS JOIN users u ON u.key = w.key")
+        .map_err(e)?;
+    let known: BTreeSet<String> = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(e)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(e)?;
+    if known.len() < keys.len() {
+        let mut gone = conn
+            .prepare_cached("DELETE FROM temp.selected WHERE key = ?1")
+            .map_err(e)?;
+        for k in keys.difference(&known) {
+            gone.execute([k]).map_err(e)?;
+        }
+    }
+    Ok(known)
+}
+
+/// Adds the members of `groups` to the selection [`select_named`] made; returns every selected
+/// key, sorted.
+pub fn select_members(
+    conn: &Connection,
+    path: &Path,
+    groups: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let e = |e| map_err(path, "read group members", e);
+    let mut members = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO temp.selected (key) SELECT user_key FROM members WHERE group_key = ?1",
+        )
+        .map_err(e)?;
+    for g in groups {
+        members.execute([g]).map_err(e)?;
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT key FROM temp.selected ORDER BY key")
+        .map_err(e)?;
+    let rows = stmt
+        .query_map([], |r| {
+            r.get(0)
+                .map_err(|e| name_row(e, r, &|_| "members, a member of the groups selected".into()))
+        })
+        .map_err(e)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(e)
+}
+
+/// The selected users whose keys lie between `first` and `last` (inclusive), by key.
+pub fn load_selected(
+    conn: &Connection,
+    path: &Path,
+    first: &str,
+    last: &str,
+) -> Result<BTreeMap<String, User>> {
+    load_users(conn, path, Scope::Selected { first, last })
 }
 
 /// How a message names a row of `groups`.
@@ -267,7 +356,9 @@ pub(crate) fn each_stored(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = match &scope {
-        Scope::Range { first, last } => stmt.query([first, last])?,
+        Scope::Range { first, last } | Scope::Selected { first, last } => {
+            stmt.query([first, last])?
+        }
         _ => stmt.query([])?,
     };
     while let Some(r) = rows.next()? {

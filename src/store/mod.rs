@@ -16,7 +16,10 @@ mod schema;
 pub use apply::{apply_plan, failpoint, failpoint_wait, password_hash, plan_applied};
 pub use export::{export, export_with, show, user_batches, ExportPart, EXPORT_BATCH};
 pub use import::{import, import_with_progress, in_import_transaction, write_groups, write_users};
-pub use load::{existing_users, load, load_actor, load_groups, load_keys, member_keys};
+pub use load::{
+    existing_users, load, load_actor, load_groups, load_keys, load_selected, member_keys,
+    select_members, select_named,
+};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
@@ -200,6 +203,9 @@ impl Store {
             .conn
             .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
             .map_err(store.err("open"))?;
+        // `rarray(?)`: a list of keys bound as one value, so a temporary table of 100,000
+        // keys fills with one statement.
+        rusqlite::vtab::array::load_module(&store.conn).map_err(store.err("open"))?;
         Ok(store)
     }
 
