@@ -1916,3 +1916,62 @@ fn a_change_is_allowed_when_any_identical_source_has_a_requester_who_may() {
         })
     );
 }
+
+#[test]
+fn the_direct_json_of_a_user_is_serde_jsons_byte_for_byte() {
+    let every_ascii: String = (0u8..0x80).map(char::from).collect();
+    let texts = [
+        String::new(),
+        "plain".to_string(),
+        every_ascii,
+        "é☃\u{202e}\u{1f600}\"\\".to_string(),
+    ];
+    for (i, t) in texts.iter().enumerate() {
+        let mut u = user("a@x");
+        u.id = t.clone();
+        u.display_name = t.clone();
+        u.enabled = i % 2 == 0;
+        u.must_change_password = i % 2 == 1;
+        u.roles = vec![t.clone(), "r".into()];
+        u.groups = vec![t.clone()];
+        u.password_set_at = Some(ts("2026-11-26T00:00:00Z"));
+        u.sessions_valid_from = Some(Timestamp::from_unix(-62_167_219_200));
+        u.devices_valid_from = Some(Timestamp::from_unix(253_402_300_799 + i as i64 * 1000));
+        u.methods = vec![Method {
+            id: t.clone(),
+            kind: t.clone(),
+            registered_at: ts("2020-02-29T12:00:00Z"),
+        }];
+        u.sessions = vec![
+            Session {
+                id: t.clone(),
+                issued_at: Timestamp::from_unix(-1),
+            },
+            Session {
+                id: "s".into(),
+                issued_at: Timestamp::from_unix(0),
+            },
+        ];
+        u.trusted_devices = vec![Device {
+            id: t.clone(),
+            name: t.clone(),
+            remembered_at: ts("2026-11-26T00:00:00Z"),
+        }];
+        u.app_passwords = vec![AppPassword {
+            id: t.clone(),
+            name: t.clone(),
+            created_at: ts("2026-11-26T00:00:00Z"),
+        }];
+        let mut direct = Vec::new();
+        crate::plan::user_json(&u, &mut direct);
+        assert_eq!(
+            String::from_utf8_lossy(&direct),
+            serde_json::to_string(&u).unwrap(),
+            "case {i}"
+        );
+        let empty = user("b@x");
+        let mut direct = Vec::new();
+        crate::plan::user_json(&empty, &mut direct);
+        assert_eq!(direct, serde_json::to_vec(&empty).unwrap());
+    }
+}
