@@ -91,10 +91,29 @@ impl PlanDigest {
         }
     }
 
+    /// [`PlanDigest::add_changes`] with each change's [`change_hash`] already taken (on another
+    /// thread, as [`crate::ops`] plans the next batch while this one is handed on).
+    pub fn add_hashed_changes(
+        &mut self,
+        changes: &[Change],
+        fingerprints: &BTreeMap<String, String>,
+        hashes: &[[u8; 32]],
+    ) {
+        for (c, h) in changes.iter().zip(hashes) {
+            let fp = fingerprints.get(&c.user).map_or("", String::as_str);
+            self.add_hashed(&c.user, fp, h);
+        }
+    }
+
     /// The id: 64 lowercase hex digits.
     pub fn finish(self) -> String {
         crate::util::hex(&self.hasher.finalize())
     }
+}
+
+/// The SHA-256 of [`change_content`]: what the plan id takes of one change.
+pub fn change_hash(c: &Change) -> [u8; 32] {
+    Sha256::digest(change_content(c).as_bytes()).into()
 }
 
 /// What a change contributes to the plan id, in canonical spelling: everything in its JSON form

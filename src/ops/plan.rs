@@ -108,8 +108,44 @@ pub fn compute_plan(
     Ok(plan)
 }
 
-/// Takes one planned batch: its changes, its skipped users, the users it was planned from.
-type BatchFn<'f> = dyn FnMut(Vec<Change>, Vec<Skip>, &Actual) -> Result<(), Failure> + 'f;
+/// Takes one planned batch.
+type BatchFn<'f> = dyn FnMut(Planned) -> Result<(), Failure> + 'f;
+
+/// One batch of users, planned: its changes and skipped users, the users it was planned from,
+/// the fingerprints of those changed, and each change's share of the plan id.
+struct Planned {
+    changes: Vec<Change>,
+    skipped: Vec<Skip>,
+    users: Actual,
+    fingerprints: BTreeMap<String, String>,
+    hashes: Vec<[u8; 32]>,
+}
+
+/// Plans one batch (pure: no store, no clock).
+fn planned(
+    manifests: &[manifest::Manifest],
+    policy: &Policy,
+    who: &Actor,
+    now: Timestamp,
+    users: Actual,
+) -> Planned {
+    let (changes, skipped) = plan::plan(manifests, &users, policy, who, now);
+    let fingerprints = plan::fingerprints(&changes, &users);
+    let hashes = changes.iter().map(crate::saved::change_hash).collect();
+    Planned {
+        changes,
+        skipped,
+        users,
+        fingerprints,
+        hashes,
+    }
+}
+
+/// The batch a planning thread returns; its panic, if it had one, goes on here.
+fn joined(h: std::thread::ScopedJoinHandle<'_, Planned>) -> Planned {
+    h.join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
 
 /// What [`plan_batches`] hands on, in order: the start once, then each batch.
 pub enum Step<'a> {
@@ -187,33 +223,55 @@ pub fn plan_batches(
             Some(store::select_members(conn, store_path, &needs.group_keys)?)
         };
         let bs = batch_size();
-        // Plans every batch in key order, handing each with its users to `f`.
-        let batches = |f: &mut BatchFn| {
-            let mut plan_batch = |users: BTreeMap<String, User>| -> Result<(), Failure> {
-                let batch = Actual {
+        let plan_one = |users: BTreeMap<String, User>| {
+            planned(
+                &input.manifests,
+                policy,
+                &who,
+                now,
+                Actual {
                     users,
                     groups: groups.clone(),
                     revision,
+                },
+            )
+        };
+        // Plans every batch in key order, handing each to `f`. Two stages: while a batch is
+        // planned (and its fingerprints and change hashes taken) on a second thread, this one
+        // reads and decodes the next from the store and hands on the one before.
+        let batches = |f: &mut BatchFn| -> Result<(), Failure> {
+            std::thread::scope(|scope| {
+                let mut pending: Option<std::thread::ScopedJoinHandle<Planned>> = None;
+                let mut failed: Option<Failure> = None;
+                let mut next = |users: BTreeMap<String, User>| -> Result<(), Failure> {
+                    let ahead = scope.spawn(|| plan_one(users));
+                    match pending.replace(ahead) {
+                        Some(done) => f(joined(done)),
+                        None => Ok(()),
+                    }
                 };
-                let (changes, skipped) = plan::plan(&input.manifests, &batch, policy, &who, now);
-                f(changes, skipped, &batch)
-            };
-            if let Some(keys) = &keys {
-                for chunk in keys.chunks(bs) {
-                    let (first, last) = (&chunk[0], &chunk[chunk.len() - 1]);
-                    plan_batch(store::load_selected(conn, store_path, first, last)?)?;
+                let read = if let Some(keys) = &keys {
+                    keys.chunks(bs).try_for_each(|chunk| {
+                        let (first, last) = (&chunk[0], &chunk[chunk.len() - 1]);
+                        next(store::load_selected(conn, store_path, first, last)?)
+                    })
+                } else {
+                    store::user_batches(conn, store_path, bs, &mut |users| match next(users) {
+                        Ok(()) => true,
+                        Err(f) => {
+                            failed = Some(f);
+                            false
+                        }
+                    })
+                    .map_err(Failure::from)
+                    .and_then(|()| failed.take().map_or(Ok(()), Err))
+                };
+                read?;
+                match pending.take() {
+                    Some(done) => f(joined(done)),
+                    None => Ok(()),
                 }
-                return Ok(());
-            }
-            let mut failed = None;
-            store::user_batches(conn, store_path, bs, &mut |users| match plan_batch(users) {
-                Ok(()) => true,
-                Err(f) => {
-                    failed = Some(f);
-                    false
-                }
-            })?;
-            failed.map_or(Ok(()), Err)
+            })
         };
         if let Some(keys) = keys.as_ref().filter(|k| k.len() <= bs) {
             // One batch: planned before the start, so the start carries the id.
@@ -221,54 +279,46 @@ pub fn plan_batches(
                 (Some(first), Some(last)) => store::load_selected(conn, store_path, first, last)?,
                 _ => BTreeMap::new(),
             };
-            let batch = Actual {
-                users,
-                groups: groups.clone(),
-                revision,
-            };
-            let (changes, skipped) = plan::plan(&input.manifests, &batch, policy, &who, now);
-            let fingerprints = plan::fingerprints(&changes, &batch);
+            let b = plan_one(users);
             let mut d = digest();
-            d.add_changes(&changes, &fingerprints);
+            d.add_hashed_changes(&b.changes, &b.fingerprints, &b.hashes);
             let id = d.finish();
             each(Step::Start(&head(id.clone())))?;
             each(Step::Batch {
-                changes,
-                skipped,
-                users: &batch,
-                fingerprints: &fingerprints,
+                changes: b.changes,
+                skipped: b.skipped,
+                users: &b.users,
+                fingerprints: &b.fingerprints,
             })?;
             return Ok(id);
         }
         if id_first {
             let mut d = digest();
-            batches(&mut |changes, _, users| {
-                d.add_changes(&changes, &plan::fingerprints(&changes, users));
+            batches(&mut |b| {
+                d.add_hashed_changes(&b.changes, &b.fingerprints, &b.hashes);
                 Ok(())
             })?;
             let id = d.finish();
             each(Step::Start(&head(id.clone())))?;
-            batches(&mut |changes, skipped, users| {
-                let fingerprints = plan::fingerprints(&changes, users);
+            batches(&mut |b| {
                 each(Step::Batch {
-                    changes,
-                    skipped,
-                    users,
-                    fingerprints: &fingerprints,
+                    changes: b.changes,
+                    skipped: b.skipped,
+                    users: &b.users,
+                    fingerprints: &b.fingerprints,
                 })
             })?;
             return Ok(id);
         }
         each(Step::Start(&head(String::new())))?;
         let mut d = digest();
-        batches(&mut |changes, skipped, users| {
-            let fingerprints = plan::fingerprints(&changes, users);
-            d.add_changes(&changes, &fingerprints);
+        batches(&mut |b| {
+            d.add_hashed_changes(&b.changes, &b.fingerprints, &b.hashes);
             each(Step::Batch {
-                changes,
-                skipped,
-                users,
-                fingerprints: &fingerprints,
+                changes: b.changes,
+                skipped: b.skipped,
+                users: &b.users,
+                fingerprints: &b.fingerprints,
             })
         })?;
         Ok(d.finish())

@@ -72,40 +72,7 @@ pub fn existing_users(
     })
 }
 
-/// The keys of `users` (which exist) and of every member of `groups`, sorted and unique.
-pub fn member_keys(
-    conn: &Connection,
-    path: &Path,
-    users: &BTreeSet<String>,
-    groups: &BTreeSet<String>,
-) -> Result<Vec<String>> {
-    let e = |e| map_err(path, "read group members", e);
-    super::read_snapshot(conn, path, || {
-        fill_want(conn, users.iter().map(String::as_str)).map_err(e)?;
-        let mut members = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO temp.want (key) SELECT user_key FROM members WHERE group_key = ?1",
-            )
-            .map_err(e)?;
-        for g in groups {
-            members.execute([g]).map_err(e)?;
-        }
-        let mut stmt = conn
-            .prepare_cached("SELECT key FROM temp.want ORDER BY key")
-            .map_err(e)?;
-        // Besides the keys given, these are the members' `user_key`s read from `memberships`.
-        let rows = stmt
-            .query_map([], |r| {
-                r.get(0).map_err(|e| {
-                    name_row(e, r, &|_| "members, a member of the groups selected".into())
-                })
-            })
-            .map_err(e)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(e)
-    })
-}
-
-/// These users (by key, sorted) with every child row; keys without a user are left out.
+/// These users (by key, sorted) with their whole state; keys without a user are left out.
 pub fn load_keys(
     conn: &Connection,
     path: &Path,
