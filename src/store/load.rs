@@ -1,5 +1,6 @@
-//! Loading the users a plan needs, in bulk: the wanted keys go into a temporary table and each
-//! kind of row is read with one join, so a plan costs a handful of queries whatever its size.
+//! Loading the users a plan needs, in bulk: the wanted keys go into a temporary table (filled
+//! with one statement) and the users' records are read with one join, one seek per user, so a
+//! plan costs a handful of queries whatever its size.
 
 use super::damage::{self, cell, name_row};
 use super::record::{self, Stored};
