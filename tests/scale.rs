@@ -223,7 +223,28 @@ fn every_scale_scenario_at_a_few_thousand_users() {
     ] {
         assert!(names.contains(&n), "{n} did not run: {names:?}");
     }
-    assert_eq!(report.references.len(), 3);
+    let refs: Vec<&str> = report.references.iter().map(|r| r.name.as_str()).collect();
+    for n in [
+        scale::REF_PARSE,
+        scale::REF_READ,
+        scale::REF_WRITE,
+        scale::REF_ALL,
+    ] {
+        assert!(refs.contains(&n), "{n} did not run: {refs:?}");
+    }
+    // The sqlite3 shell's reference runs where sqlite3 is on PATH, and says it was skipped
+    // where it is not.
+    let has_sqlite3 = std::process::Command::new("sqlite3")
+        .arg("-version")
+        .output()
+        .is_ok();
+    assert_eq!(refs.contains(&scale::REF_SQLITE3), has_sqlite3, "{refs:?}");
+    assert_eq!(report.skipped.len(), usize::from(!has_sqlite3));
+    assert_eq!(report.references.len(), 4 + usize::from(has_sqlite3));
+    assert!(report
+        .references
+        .iter()
+        .all(|r| r.walls.len() == cfg.runs && !r.work.is_empty()));
     let table = scale::table(&report);
     assert_eq!(
         table
@@ -240,6 +261,25 @@ fn every_scale_scenario_at_a_few_thousand_users() {
         .rows
         .iter()
         .all(|r| r.rss_kib() > 0 && !r.runs.is_empty()));
+    // Exactly five targets, each with its mark; every other row has none.
+    let marked = table
+        .lines()
+        .filter(|l| l.ends_with("| met |") || l.ends_with("| MISSED |"))
+        .count();
+    assert_eq!(marked, 5, "{table}");
+    for n in [
+        scale::PLAN_BIG,
+        scale::PLAN_FEW,
+        scale::PLAN_ALL,
+        scale::APPLY,
+        scale::EMPTY,
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {n} |")))
+            .unwrap_or_else(|| panic!("{n} not in {table}"));
+        assert!(line.contains("≤ ") && line.contains("–"), "{line}");
+    }
 
     // The big plan, change by change, against the model.
     let big = &tenants.big;
