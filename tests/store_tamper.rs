@@ -741,6 +741,16 @@ fn a_value_of_the_wrong_type_names_its_table_row_and_column() {
     early.user.sessions[0].issued_at = Timestamp::from_unix(i64::MIN);
     let early = record::to_bytes(CAROL, &early);
     assert_eq!(find(&early, b"\x09s-carol-2"), session);
+    // A trusted device twice (as the tables of schema 3 could not hold it).
+    let mut twice = carol();
+    let mut again = twice.user.trusted_devices[0].clone();
+    again.name = "carol-phone-again".into();
+    twice.user.trusted_devices.push(again);
+    let twice = record::to_bytes(CAROL, &twice);
+    let second = twice
+        .windows(10)
+        .rposition(|w| w == b"\x09d-carol-2")
+        .unwrap();
     let cases = [
         (
             format!("UPDATE users SET record = 'x' WHERE key = '{CAROL}'"),
@@ -795,6 +805,13 @@ fn a_value_of_the_wrong_type_names_its_table_row_and_column() {
                 "at byte {} of {}, in the sessions: the time -9223372036854775808 lies outside the years 0000 to 9999",
                 session + 10,
                 early.len()
+            )),
+        ),
+        (
+            set_carol(&twice),
+            damaged(&format!(
+                "at byte {second} of {}, in the trusted devices: a second trusted device with id `d-carol-2`",
+                twice.len()
             )),
         ),
         (
