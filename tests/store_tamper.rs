@@ -1,5 +1,6 @@
-//! A tampered or damaged store never panics: any cell of any table set to any type or text, or
-//! any row deleted, and every command that reads the store exits with a code a pipeline knows
+//! A tampered or damaged store never panics: any cell of any table set to any type or text, any
+//! row deleted, or a user's record changed inside (bytes flipped, cut, inserted, a number made
+//! huge), and every command that reads the store exits with a code a pipeline knows
 //! (0, 1, 3 or 4) and an `error:` line naming what is wrong, never a panic or a signal.
 
 mod common;
@@ -10,6 +11,9 @@ use proptest::sample::Index;
 use rusqlite::types::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+use mfactl::model::Timestamp;
+use mfactl::store::record::{self, Stored};
 
 const GARY: &str = "gary@contoso.example";
 
@@ -81,6 +85,170 @@ enum Poison {
     /// Bytes stored with type TEXT, valid UTF-8 or not.
     RawText(Vec<u8>),
     Blob(Vec<u8>),
+    /// A user's record is changed inside (the table, column and row indexes pick nothing): a
+    /// random value rarely reaches the decoder's checks past the first bytes.
+    Record(Mutation),
+}
+
+/// A change to the bytes of a real record.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Each byte picked is XORed with its mask (a mask of 0 leaves it).
+    Flip(Vec<(Index, u8)>),
+    /// The record is cut at the place picked.
+    Truncate(Index),
+    /// These bytes go in at the place picked.
+    Insert(Index, Vec<u8>),
+    /// These bytes replace as many from the place picked (or up to the end).
+    Overwrite(Index, Vec<u8>),
+    /// One of the record's varints (a length, a count or a time), picked among them, is
+    /// replaced by these bytes: a huge number, one longer than 64 bits, or an over-long zero.
+    Varint(Index, Vec<u8>),
+}
+
+/// `v` as an unsigned LEB128 varint, as the record stores numbers.
+fn leb128(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let place = any::<Index>;
+    let bytes = || proptest::collection::vec(any::<u8>(), 1..12);
+    let varints = prop_oneof![
+        Just(leb128(u64::MAX)),
+        Just(leb128(1 << 63)),
+        Just(leb128(i64::MAX as u64)),
+        Just(leb128(u64::from(u32::MAX))),
+        Just(leb128(1_000)),
+        // Past 64 bits: a tenth byte above 1, and eleven bytes.
+        Just([vec![0xff; 9], vec![0x02]].concat()),
+        Just([vec![0x80; 10], vec![0x00]].concat()),
+        // Zero, spelled long: it decodes.
+        Just(vec![0x80, 0x80, 0x00]),
+        any::<u64>().prop_map(leb128),
+    ];
+    prop_oneof![
+        1 => proptest::collection::vec((place(), 1u8..), 1..4).prop_map(Mutation::Flip),
+        1 => place().prop_map(Mutation::Truncate),
+        1 => (place(), bytes()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        1 => (place(), bytes()).prop_map(|(i, b)| Mutation::Overwrite(i, b)),
+        2 => (place(), varints).prop_map(|(i, b)| Mutation::Varint(i, b)),
+    ]
+}
+
+/// Where each varint of the valid record `b` lies (start, end), by the layout of
+/// `mfactl::store::record`.
+fn varints(b: &[u8]) -> Vec<(usize, usize)> {
+    struct W<'b> {
+        b: &'b [u8],
+        at: usize,
+        out: Vec<(usize, usize)>,
+    }
+    impl W<'_> {
+        fn num(&mut self) -> usize {
+            let (start, mut v, mut shift) = (self.at, 0u64, 0);
+            loop {
+                let c = self.b[self.at];
+                self.at += 1;
+                v |= u64::from(c & 0x7f) << shift;
+                shift += 7;
+                if c < 0x80 {
+                    break;
+                }
+            }
+            self.out.push((start, self.at));
+            v as usize
+        }
+        fn text(&mut self) {
+            self.at += self.num();
+        }
+    }
+    let mut w = W {
+        b,
+        at: 2,
+        out: Vec::new(),
+    };
+    let flags = b[1];
+    if flags & 4 != 0 {
+        w.text();
+    }
+    w.text();
+    for i in 3..7 {
+        if flags & (1 << i) != 0 {
+            w.num();
+        }
+    }
+    if flags & 128 != 0 {
+        w.text();
+    }
+    for _ in 0..w.num() {
+        w.text(); // roles
+    }
+    for _ in 0..w.num() {
+        w.text(); // groups
+    }
+    for _ in 0..w.num() {
+        w.text(); // methods: id, kind, time
+        w.text();
+        w.num();
+    }
+    for _ in 0..w.num() {
+        w.text(); // sessions: id, time
+        w.num();
+    }
+    for _ in 0..w.num() {
+        w.text(); // trusted devices: id, name, time
+        w.text();
+        w.num();
+    }
+    for _ in 0..w.num() {
+        w.text(); // app passwords: id, name, time, secret marker and secret
+        w.text();
+        w.num();
+        w.at += 1;
+        if w.b[w.at - 1] == 1 {
+            w.text();
+        }
+    }
+    assert_eq!(w.at, b.len(), "the walk of a valid record ends at its end");
+    w.out
+}
+
+impl Mutation {
+    fn apply(&self, b: &mut Vec<u8>) {
+        // A place in the record, its end included.
+        let at = |i: &Index, len: usize| i.index(len + 1);
+        match self {
+            Mutation::Flip(flips) => {
+                for (i, mask) in flips {
+                    if !b.is_empty() {
+                        let i = i.index(b.len());
+                        b[i] ^= mask;
+                    }
+                }
+            }
+            Mutation::Truncate(i) => b.truncate(i.index(b.len())),
+            Mutation::Insert(i, bytes) => {
+                let i = at(i, b.len());
+                b.splice(i..i, bytes.iter().copied());
+            }
+            Mutation::Overwrite(i, bytes) => {
+                let i = at(i, b.len());
+                let end = (i + bytes.len()).min(b.len());
+                b.splice(i..end, bytes.iter().copied());
+            }
+            Mutation::Varint(i, bytes) => {
+                let (start, end) = *i.get(&varints(b));
+                b.splice(start..end, bytes.iter().copied());
+            }
+        }
+    }
 }
 
 fn poison() -> impl Strategy<Value = Poison> {
@@ -117,6 +285,7 @@ fn poison() -> impl Strategy<Value = Poison> {
         4 => texts.prop_map(Poison::Text),
         1 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Poison::RawText),
         1 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Poison::Blob),
+        6 => mutation().prop_map(Poison::Record),
     ]
 }
 
@@ -127,6 +296,8 @@ fn corrupt(db: &Path, t: Index, r: Index, c: Index, p: &Poison) -> Option<String
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.pragma_update(None, "ignore_check_constraints", true)
         .unwrap();
+    // The sqlite3 shell enforces no foreign keys unless told to (rusqlite's SQLite does).
+    conn.pragma_update(None, "foreign_keys", false).unwrap();
     let tables: Vec<(String, bool)> = conn
         .prepare(
             "SELECT name, sql LIKE '%WITHOUT ROWID%' FROM sqlite_master
@@ -190,7 +361,7 @@ fn corrupt(db: &Path, t: Index, r: Index, c: Index, p: &Poison) -> Option<String
                 Poison::Real(x) => Value::Real(*x),
                 Poison::Text(s) => Value::Text(s.clone()),
                 Poison::Blob(b) => Value::Blob(b.clone()),
-                Poison::DeleteRow | Poison::RawText(_) => unreachable!(),
+                Poison::DeleteRow | Poison::RawText(_) | Poison::Record(_) => unreachable!(),
             },
         ),
     };
@@ -206,6 +377,38 @@ fn corrupt(db: &Path, t: Index, r: Index, c: Index, p: &Poison) -> Option<String
         }),
         Err(_) => None,
     }
+}
+
+/// Applies `m` to the record of the user `r` picks (Carol's, who `show` reads, a third of the
+/// time); returns their key and what the decoder says of the new bytes (the damage, in the
+/// words an error shows, or None when they decode).
+fn mutate_record(conn: &rusqlite::Connection, r: Index, m: &Mutation) -> (String, Option<String>) {
+    let mut keys: Vec<String> = conn
+        .prepare("SELECT key FROM users ORDER BY key")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    keys.extend(std::iter::repeat_n(CAROL.to_string(), keys.len() / 2));
+    let key = r.get(&keys).clone();
+    let mut b: Vec<u8> = conn
+        .query_row("SELECT record FROM users WHERE key = ?1", [&key], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    m.apply(&mut b);
+    conn.execute(
+        "UPDATE users SET record = ?1 WHERE key = ?2",
+        rusqlite::params![b, key],
+    )
+    .unwrap();
+    let damage = record::decode(&key, &b, str::to_string).err().map(|d| {
+        format!(
+            "is damaged: users, user `{key}`: column `record` is damaged {d}, which mfactl never writes;"
+        )
+    });
+    (key, damage)
 }
 
 fn check(what: &str, args: &[&str], o: &Out) -> Result<(), TestCaseError> {
@@ -262,7 +465,15 @@ fn a_tampered_store_never_panics_and_names_what_is_wrong() {
     let result = runner.run(&strategy, |(t, r, c, p)| {
         let env = Env::bare();
         std::fs::copy(&base.env.store, &env.store).unwrap();
-        let what = corrupt(&env.store, t, r, c, &p);
+        // For a record changed inside: whose, and what the decoder says of it.
+        let (what, record) = match &p {
+            Poison::Record(m) => {
+                let conn = rusqlite::Connection::open(&env.store).unwrap();
+                let (key, damage) = mutate_record(&conn, r, m);
+                (Some(format!("the record of {key}")), Some((key, damage)))
+            }
+            _ => (corrupt(&env.store, t, r, c, &p), None),
+        };
         prop_assume!(what.is_some());
         let what = format!("{} := {p:.60?}", what.unwrap_or_default());
         let pending = base.pending.to_str().unwrap();
@@ -290,7 +501,32 @@ fn a_tampered_store_never_panics_and_names_what_is_wrong() {
             ],
         ];
         for args in runs {
-            check(&what, args, &env.run(args))?;
+            let o = env.run(args);
+            check(&what, args, &o)?;
+            let Some((key, damage)) = &record else {
+                continue;
+            };
+            // What reads every user, or the one changed, fails exactly when the record does
+            // not decode, naming the row, the byte and what is wrong there.
+            let reads_it = args == ["store", "export"] || (args[0] == "show" && key == CAROL);
+            match damage {
+                Some(damage) => prop_assert!(
+                    if reads_it {
+                        o.code == 1 && o.stderr.contains(damage.as_str())
+                    } else {
+                        o.stderr.contains(damage.as_str()) || !o.stderr.contains("column `record`")
+                    },
+                    "{what}: mfactl {args:?} exited {} without {damage:?}:\n{}",
+                    o.code,
+                    o.all()
+                ),
+                None => prop_assert!(
+                    !o.stderr.contains("column `record`") && (o.code == 0 || !reads_it),
+                    "{what}: mfactl {args:?} exited {} on a record that decodes:\n{}",
+                    o.code,
+                    o.all()
+                ),
+            }
         }
         Ok(())
     });
@@ -299,14 +535,15 @@ fn a_tampered_store_never_panics_and_names_what_is_wrong() {
     }
 }
 
-/// A copy of the base store, changed by `sql` (run with CHECK constraints off, as a hand edit
-/// with the sqlite3 shell can).
+/// A copy of the base store, changed by `sql` (run with CHECK constraints and foreign keys off,
+/// as a hand edit with the sqlite3 shell can).
 fn tampered(sql: &str) -> Env {
     let env = Env::bare();
     std::fs::copy(&base().env.store, &env.store).unwrap();
     let conn = rusqlite::Connection::open(&env.store).unwrap();
     conn.pragma_update(None, "ignore_check_constraints", true)
         .unwrap();
+    conn.pragma_update(None, "foreign_keys", false).unwrap();
     conn.execute_batch(sql).unwrap();
     env
 }
@@ -435,43 +672,190 @@ fn deleted_audit_head_or_meta_rows_are_named() {
     );
 }
 
+const CAROL: &str = "carol@contoso.example";
+
+/// Carol's record in the base store.
+fn carol_record() -> Vec<u8> {
+    let conn = rusqlite::Connection::open(&base().env.store).unwrap();
+    conn.query_row("SELECT record FROM users WHERE key = ?1", [CAROL], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// Carol's record decoded (groups by key).
+fn carol() -> Stored {
+    record::decode(CAROL, &carol_record(), str::to_string).unwrap()
+}
+
+/// SQL that sets Carol's record to `bytes`.
+fn set_carol(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("UPDATE users SET record = x'{hex}' WHERE key = '{CAROL}'")
+}
+
+/// Where `needle` starts in `bytes`.
+fn find(bytes: &[u8], needle: &[u8]) -> usize {
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the record"))
+}
+
+/// The commands that read Carol: they all name her row the same way.
+fn reading_carol() -> [Vec<String>; 3] {
+    [
+        vec!["store".into(), "export".into()],
+        vec!["show".into(), CAROL.into()],
+        vec![
+            "plan".into(),
+            format!("{EXAMPLES}/manifests/stolen-laptop-carol.yaml"),
+            "--actor".into(),
+            GARY.into(),
+        ],
+    ]
+}
+
 /// A value of a type mfactl never writes failed with rusqlite's "Invalid column type Text at
-/// index: 3, name: enabled", naming neither the table nor the row.
+/// index: 3, name: enabled", naming neither the table nor the row. In layout v2 a user is one
+/// record: a record that is not a blob, or whose bytes do not decode, is named with the byte,
+/// the part of the record and what is wrong there.
 #[test]
 fn a_value_of_the_wrong_type_names_its_table_row_and_column() {
+    let b = carol_record();
+    let len = b.len();
+    let row = format!("users, user `{CAROL}`: column `record`");
+    let damaged = |what: &str| format!("{row} is damaged {what}, which mfactl never writes");
+    // Her session `s-carol-2` and her trusted device's name `carol-phone` (each text is its
+    // length, then its bytes).
+    let session = find(&b, b"\x09s-carol-2");
+    let device_name = find(&b, b"\x0bcarol-phone");
+    let mut not_utf8 = b.clone();
+    not_utf8[device_name + 1] = 0xff;
+    // Times outside the years 0000 to 9999: the first time of the record (her password's,
+    // right after the display name `Carol White`), and her session's.
+    let mut late = carol();
+    late.user.password_set_at = Some(Timestamp::from_unix(record::LAST_TIME + 1));
+    let late = record::to_bytes(CAROL, &late);
+    let mut early = carol();
+    early.user.sessions[0].issued_at = Timestamp::from_unix(i64::MIN);
+    let early = record::to_bytes(CAROL, &early);
+    assert_eq!(find(&early, b"\x09s-carol-2"), session);
+    // A trusted device twice (as the tables of schema 3 could not hold it).
+    let mut twice = carol();
+    let mut again = twice.user.trusted_devices[0].clone();
+    again.name = "carol-phone-again".into();
+    twice.user.trusted_devices.push(again);
+    let twice = record::to_bytes(CAROL, &twice);
+    let second = twice
+        .windows(10)
+        .rposition(|w| w == b"\x09d-carol-2")
+        .unwrap();
     let cases = [
         (
-            "UPDATE users SET enabled = 'yes' WHERE key = 'carol@contoso.example'",
-            "users, user `carol@contoso.example`: column `enabled` holds the text `yes`",
+            format!("UPDATE users SET record = 'x' WHERE key = '{CAROL}'"),
+            format!("{row} holds the text `x`, which mfactl never writes there"),
         ),
         (
-            "UPDATE methods SET registered_at = x'00ff' WHERE id = 'm-carol-1'",
-            "methods, user `carol@contoso.example`, method `m-carol-1`: column `registered_at` holds a blob of 2 bytes",
+            format!("UPDATE users SET record = 42 WHERE key = '{CAROL}'"),
+            format!("{row} holds the integer 42, which mfactl never writes there"),
         ),
         (
-            "UPDATE trusted_devices SET name = CAST(x'ff' AS TEXT) WHERE id = 'd-carol-2'",
-            "trusted_devices, user `carol@contoso.example`, trusted device `d-carol-2`: column `name` holds text that is not UTF-8",
+            format!("UPDATE users SET record = x'' WHERE key = '{CAROL}'"),
+            damaged("at byte 0 of 0, in the header: the record ends early"),
         ),
         (
-            "UPDATE users SET sessions_valid_from = 9223372036854775807 WHERE key = 'carol@contoso.example'",
-            "column `sessions_valid_from` holds the integer 9223372036854775807",
+            format!("UPDATE users SET record = substr(record, 1, 10) WHERE key = '{CAROL}'"),
+            damaged("at byte 2 of 10, in the display name: a text of 11 bytes where 7 bytes are left"),
         ),
         (
-            "UPDATE groups SET role_assignable = 'x' WHERE key = 'contractors'",
-            "groups, group `contractors`: column `role_assignable` holds the text `x`",
+            format!(
+                "UPDATE users SET record = substr(record, 1, {}) WHERE key = '{CAROL}'",
+                session + 4
+            ),
+            damaged(&format!(
+                "at byte {session} of {}, in the sessions: a text of 9 bytes where 3 bytes are left",
+                session + 4
+            )),
+        ),
+        (
+            format!(
+                "UPDATE users SET record = CAST(x'02' || substr(record, 2) AS BLOB) WHERE key = '{CAROL}'"
+            ),
+            damaged(&format!(
+                "at byte 0 of {len}, in the header: record version 2, where this mfactl reads version 1"
+            )),
+        ),
+        (
+            set_carol(&not_utf8),
+            damaged(&format!(
+                "at byte {device_name} of {len}, in the trusted devices: a text that is not UTF-8"
+            )),
+        ),
+        (
+            set_carol(&late),
+            damaged(&format!(
+                "at byte 14 of {}, in the times: the time 253402300800 lies outside the years 0000 to 9999",
+                late.len()
+            )),
+        ),
+        (
+            set_carol(&early),
+            damaged(&format!(
+                "at byte {} of {}, in the sessions: the time -9223372036854775808 lies outside the years 0000 to 9999",
+                session + 10,
+                early.len()
+            )),
+        ),
+        (
+            set_carol(&twice),
+            damaged(&format!(
+                "at byte {second} of {}, in the trusted devices: a second trusted device with id `d-carol-2`",
+                twice.len()
+            )),
+        ),
+        (
+            format!("UPDATE users SET record = CAST(record || x'00' AS BLOB) WHERE key = '{CAROL}'"),
+            damaged(&format!(
+                "at byte {len} of {}, in the end: 1 bytes after the record",
+                len + 1
+            )),
         ),
     ];
-    for (i, (sql, needle)) in cases.into_iter().enumerate() {
+    for (sql, needle) in &cases {
         let env = tampered(sql);
-        let mut runs = vec![vec!["store", "export"]];
-        if i < 4 {
-            runs.push(vec!["show", "carol@contoso.example"]);
-        }
-        for args in runs {
+        for args in reading_carol() {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let o = env.run(&args);
             assert_eq!(o.code, 1, "{sql}: {args:?}: {}", o.all());
-            refused(&o, &["is damaged: ", needle]);
+            refused(
+                &o,
+                &[&format!(
+                    "is damaged: {needle}; it was changed outside mfactl"
+                )],
+            );
         }
+    }
+    // NULL: SQLite keeps `record NOT NULL` even with CHECK constraints off, so a hand edit
+    // cannot store one.
+    let env = tampered("");
+    let conn = rusqlite::Connection::open(&env.store).unwrap();
+    conn.pragma_update(None, "ignore_check_constraints", true)
+        .unwrap();
+    let e = conn
+        .execute("UPDATE users SET record = NULL WHERE key = ?1", [CAROL])
+        .unwrap_err();
+    assert!(e.to_string().contains("NOT NULL"), "{e}");
+
+    // A group's column: everything that reads the groups (export, plans) names it.
+    let env = tampered("UPDATE groups SET role_assignable = 'x' WHERE key = 'contractors'");
+    for args in [&reading_carol()[0], &reading_carol()[2]] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = env.run(&args);
+        refused(
+            &o,
+            &["is damaged: groups, group `contractors`: column `role_assignable` holds the text `x`"],
+        );
     }
     // An audit record's time: `audit` names the record; verify reports it as edited.
     let env = tampered("UPDATE audit SET at = 'x' WHERE seq = 3");
@@ -480,4 +864,39 @@ fn a_value_of_the_wrong_type_names_its_table_row_and_column() {
         &["is damaged: audit, record #3: column `at` holds the text `x`"],
     );
     refused(&env.run(&["audit", "verify"]), &["first at record #3"]);
+}
+
+/// `members` is only an index of the records' groups, to find a group's users: a row for a
+/// group that does not exist is never read, and changes nothing anyone sees. A record naming a
+/// group that `groups` lacks (its row deleted by hand) shows the stored key as the group's
+/// name, as the tables of schema 3 did: `show` and `export` still work, and the export does not
+/// import until the group is declared again, which that import says.
+#[test]
+fn a_group_missing_from_groups_shows_as_its_key() {
+    let clean = tampered("");
+    let before: Vec<Out> = reading_carol()
+        .iter()
+        .map(|args| clean.ok(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect();
+    let env = tampered(&format!(
+        "INSERT INTO members (group_key, user_key) VALUES ('ghost', '{CAROL}'), ('phantom', 'nobody@contoso.example')"
+    ));
+    for (args, was) in reading_carol().iter().zip(&before) {
+        let o = env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.stdout, was.stdout, "{args:?}");
+    }
+
+    let mut ghost = carol();
+    ghost.user.groups = vec!["Ghost".into()];
+    let env = tampered(&set_carol(&record::to_bytes(CAROL, &ghost)));
+    let shown = env.ok(&["show", CAROL]).stdout;
+    assert!(shown.contains("groups:\n- ghost\n"), "{shown}");
+    let export = env.ok(&["store", "export"]).stdout;
+    assert!(export.contains("  groups:\n  - ghost\n"), "{export}");
+    let fresh = Env::empty();
+    fresh.write("export.yaml", &export);
+    refused(
+        &fresh.run(&["store", "import", "export.yaml"]),
+        &["user `carol@contoso.example` is in group `ghost`, which is neither in the file's `groups:` nor in the store"],
+    );
 }

@@ -163,6 +163,9 @@ struct Reader<'b> {
     b: &'b [u8],
     at: usize,
     part: &'static str,
+    /// The ids of the list being read, with the byte each item starts at (kept only for lists
+    /// of two items or more; one buffer for the whole record).
+    ids: Vec<(&'b str, usize)>,
 }
 
 impl<'b> Reader<'b> {
@@ -233,6 +236,42 @@ impl<'b> Reader<'b> {
         self.str().map(str::to_string)
     }
 
+    /// The id of an item of a list of `n` items, noted with the byte the item starts at for
+    /// [`Self::unique`].
+    fn id(&mut self, n: usize) -> Result<String, Damage> {
+        let start = self.at;
+        let id = self.str()?;
+        if n > 1 {
+            self.ids.push((id, start));
+        }
+        Ok(id.to_string())
+    }
+
+    /// Refuses a list that holds two `item`s of one id, at the second: mfactl never writes one
+    /// (schema 3 had the ids as primary keys, and an import refuses them), and the secret of an
+    /// app password is kept by its id, so such a record would not encode back to itself.
+    fn unique(&mut self, item: &str) -> Result<(), Damage> {
+        if self.ids.len() > 1 {
+            self.ids.sort_unstable();
+            let second = self
+                .ids
+                .windows(2)
+                .filter(|w| w[0].0 == w[1].0)
+                .map(|w| w[1])
+                .min_by_key(|&(_, at)| at);
+            if let Some((id, at)) = second {
+                let mut shown: String = id.chars().take(60).collect();
+                if shown.len() < id.len() {
+                    shown.push('…');
+                }
+                let shown = crate::util::escape_text(&shown);
+                return self.fail(at, format!("a second {item} with id `{shown}`"));
+            }
+        }
+        self.ids.clear();
+        Ok(())
+    }
+
     /// A count, refused when it exceeds the bytes left (each item takes at least one).
     fn count(&mut self, part: &'static str) -> Result<usize, Damage> {
         self.part = part;
@@ -253,6 +292,7 @@ pub fn decode(key: &str, b: &[u8], group: impl Fn(&str) -> String) -> Result<Sto
         b,
         at: 0,
         part: "the header",
+        ids: Vec::new(),
     };
     let version = r.byte()?;
     if version != VERSION {
@@ -297,34 +337,37 @@ pub fn decode(key: &str, b: &[u8], group: impl Fn(&str) -> String) -> Result<Sto
     let mut methods = Vec::with_capacity(n);
     for _ in 0..n {
         methods.push(Method {
-            id: r.string()?,
+            id: r.id(n)?,
             kind: r.string()?,
             registered_at: r.time()?,
         });
     }
+    r.unique("method")?;
     let n = r.count("the sessions")?;
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
         sessions.push(Session {
-            id: r.string()?,
+            id: r.id(n)?,
             issued_at: r.time()?,
         });
     }
+    r.unique("session")?;
     let n = r.count("the trusted devices")?;
     let mut trusted_devices = Vec::with_capacity(n);
     for _ in 0..n {
         trusted_devices.push(Device {
-            id: r.string()?,
+            id: r.id(n)?,
             name: r.string()?,
             remembered_at: r.time()?,
         });
     }
+    r.unique("trusted device")?;
     let n = r.count("the app passwords")?;
     let mut app_passwords = Vec::with_capacity(n);
     let mut secrets = Vec::new();
     for _ in 0..n {
         let a = AppPassword {
-            id: r.string()?,
+            id: r.id(n)?,
             name: r.string()?,
             created_at: r.time()?,
         };
@@ -335,6 +378,7 @@ pub fn decode(key: &str, b: &[u8], group: impl Fn(&str) -> String) -> Result<Sto
         }
         app_passwords.push(a);
     }
+    r.unique("app password")?;
     if r.at != b.len() {
         r.part = "the end";
         return r.fail(r.at, format!("{} bytes after the record", b.len() - r.at));
@@ -507,5 +551,61 @@ mod tests {
             "{e}"
         );
         assert_eq!(e.part, "the times");
+    }
+
+    /// Found by `cargo fuzz run record`: two app passwords of one id, one with a secret, decoded
+    /// to one secret, and encoded back to two (the secret is kept by id). Two items of one id
+    /// are refused in every list, at the second, naming it.
+    #[test]
+    fn two_items_of_one_id_are_refused() {
+        let fuzzed = [
+            1, 0, 0, // version, flags, display name ``
+            0, 0, 0, 0, 0, // no roles, groups, methods, sessions or trusted devices
+            2, // two app passwords: id ``, name ``, time 0, with the secret ``…
+            0, 0, 0, 1, 0, //
+            0, 0, 0, 0, // …and id `` again, without one
+        ];
+        let e = decode("", &fuzzed, names).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "at byte 14 of 18, in the app passwords: a second app password with id ``"
+        );
+        let s = sample();
+        let key = s.user.key();
+        let mut twice = s.clone();
+        twice.user.app_passwords[1].id = "a1".into();
+        twice.secrets = vec![("a1".into(), "hash".into())];
+        let b = to_bytes(&key, &twice);
+        let second = b.windows(3).rposition(|w| w == b"\x02a1").unwrap();
+        let e = decode(&key, &b, names).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "at byte {second} of {}, in the app passwords: a second app password with id `a1`",
+                b.len()
+            )
+        );
+        let mut twice = s.clone();
+        twice.user.sessions[1].id = "s1".into();
+        let e = decode(&key, &to_bytes(&key, &twice), names).unwrap_err();
+        assert_eq!(e.part, "the sessions");
+        assert!(e.what.ends_with("a second session with id `s1`"), "{e}");
+        // Shown escaped: an id cannot steer the terminal.
+        let mut twice = s.clone();
+        for m in ["\u{1b}[31m", "\u{1b}[31m"] {
+            twice.user.methods.push(Method {
+                id: m.into(),
+                kind: "sms".into(),
+                registered_at: t("2025-05-05"),
+            });
+        }
+        let e = decode(&key, &to_bytes(&key, &twice), names).unwrap_err();
+        assert_eq!(e.part, "the methods");
+        assert!(!e.to_string().contains('\u{1b}'), "{e}");
+        // Items of one id in different lists are fine.
+        let mut shared = s.clone();
+        shared.user.sessions[0].id = "m1".into();
+        shared.user.sessions[1].id = "m1x".into();
+        decode(&key, &to_bytes(&key, &shared), names).unwrap();
     }
 }
