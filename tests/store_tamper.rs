@@ -403,11 +403,9 @@ fn mutate_record(conn: &rusqlite::Connection, r: Index, m: &Mutation) -> (String
         rusqlite::params![b, key],
     )
     .unwrap();
-    let damage = record::decode(&key, &b, str::to_string).err().map(|d| {
-        format!(
-            "is damaged: users, user `{key}`: column `record` is damaged {d}, which mfactl never writes;"
-        )
-    });
+    let damage = record::decode(&key, &b, str::to_string)
+        .err()
+        .map(|d| format!("is damaged: users, user `{key}`: column `record` is damaged {d};"));
     (key, damage)
 }
 
@@ -725,7 +723,7 @@ fn a_value_of_the_wrong_type_names_its_table_row_and_column() {
     let b = carol_record();
     let len = b.len();
     let row = format!("users, user `{CAROL}`: column `record`");
-    let damaged = |what: &str| format!("{row} is damaged {what}, which mfactl never writes");
+    let damaged = |what: &str| format!("{row} is damaged {what}");
     // Her session `s-carol-2` and her trusted device's name `carol-phone` (each text is its
     // length, then its bytes).
     let session = find(&b, b"\x09s-carol-2");
@@ -754,11 +752,11 @@ fn a_value_of_the_wrong_type_names_its_table_row_and_column() {
     let cases = [
         (
             format!("UPDATE users SET record = 'x' WHERE key = '{CAROL}'"),
-            format!("{row} holds the text `x`, which mfactl never writes there"),
+            format!("{row} holds a text of 1 byte (not shown: a record holds password hashes), where mfactl writes a blob"),
         ),
         (
             format!("UPDATE users SET record = 42 WHERE key = '{CAROL}'"),
-            format!("{row} holds the integer 42, which mfactl never writes there"),
+            format!("{row} holds the integer 42, where mfactl writes a blob"),
         ),
         (
             format!("UPDATE users SET record = x'' WHERE key = '{CAROL}'"),
@@ -817,7 +815,7 @@ fn a_value_of_the_wrong_type_names_its_table_row_and_column() {
         (
             format!("UPDATE users SET record = CAST(record || x'00' AS BLOB) WHERE key = '{CAROL}'"),
             damaged(&format!(
-                "at byte {len} of {}, in the end: 1 bytes after the record",
+                "at byte {len} of {}, in the end: 1 byte after the record",
                 len + 1
             )),
         ),

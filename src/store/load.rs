@@ -274,23 +274,28 @@ pub(crate) fn decode_row(
     let key = damage::text(r, 0).map_err(|e| name_row(e, r, &user_row))?;
     let bytes = match r.get_ref(1)? {
         ValueRef::Blob(b) => b,
-        _ => {
-            return Err(name_row(
-                rusqlite::Error::InvalidColumnType(1, "record".into(), r.get_ref(1)?.data_type()),
-                r,
-                &user_row,
-            ))
+        // Text is described by its length only: a record's bytes include password hashes.
+        ValueRef::Text(t) => {
+            let unit = if t.len() == 1 { "byte" } else { "bytes" };
+            return Err(damage::damaged(format!(
+                "{}: column `record` holds a text of {} {unit} (not shown: a record holds \
+                 password hashes), where mfactl writes a blob",
+                user_row(r),
+                t.len()
+            )));
+        }
+        other => {
+            return Err(damage::damaged(format!(
+                "{}: column `record` holds {}, where mfactl writes a blob",
+                user_row(r),
+                damage::describe(other)
+            )))
         }
     };
     record::decode(key, bytes, |g| {
         names.get(g).cloned().unwrap_or_else(|| g.to_string())
     })
-    .map_err(|d| {
-        damage::damaged(format!(
-            "{}: column `record` is damaged {d}, which mfactl never writes",
-            user_row(r)
-        ))
-    })
+    .map_err(|d| damage::damaged(format!("{}: column `record` is damaged {d}", user_row(r))))
 }
 
 /// The users of `scope` with their whole state, by key.

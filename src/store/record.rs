@@ -381,7 +381,9 @@ pub fn decode(key: &str, b: &[u8], group: impl Fn(&str) -> String) -> Result<Sto
     r.unique("app password")?;
     if r.at != b.len() {
         r.part = "the end";
-        return r.fail(r.at, format!("{} bytes after the record", b.len() - r.at));
+        let n = b.len() - r.at;
+        let unit = if n == 1 { "byte" } else { "bytes" };
+        return r.fail(r.at, format!("{n} {unit} after the record"));
     }
     let [password_set_at, registration_valid_from, sessions_valid_from, devices_valid_from] = times;
     let mut user = User {
@@ -521,7 +523,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "at byte {} of {}, in the end: 1 bytes after the record",
+                "at byte {} of {}, in the end: 1 byte after the record",
                 b.len() - 1,
                 b.len()
             )
