@@ -1,7 +1,7 @@
 //! The SQLite store (see docs/store.md): the only module that knows table names.
 //!
-//! One file holds the directory (users, groups, MFA objects, watermarks), the audit log and the
-//! store revision. Schema changes are numbered forward-only migrations tracked in
+//! One file holds the directory (one compact record per user, see [`record`]; groups and their
+//! members), the audit log and the store revision. Schema changes are numbered forward-only migrations tracked in
 //! `PRAGMA user_version`; `PRAGMA application_id` marks the file as ours so that someone else's
 //! SQLite database is refused rather than written to.
 
