@@ -183,7 +183,33 @@ pub fn plan_batches(
 ) -> Result<String, Failure> {
     store::read_snapshot(conn, store_path, || {
         let needs = plan::needs(&input.manifests);
-        let known = store::select_named(conn, store_path, &needs.user_keys)?;
+        let bs = batch_size();
+        // The users selected by name and by group, in key order (`None`: the whole directory).
+        // When they fit one batch they are read here, once, and the named users known from
+        // them; otherwise each named user is looked up first (one seek), before anything is
+        // planned or printed.
+        let (known, keys, first_batch) = if needs.all_users {
+            let known = store::existing_users(conn, store_path, &needs.user_keys)?;
+            (known, None, None)
+        } else {
+            let keys = store::select(conn, store_path, &needs.user_keys, &needs.group_keys)?;
+            if keys.len() <= bs {
+                let users = match (keys.first(), keys.last()) {
+                    (Some(first), Some(last)) => {
+                        store::load_selected(conn, store_path, first, last)?
+                    }
+                    _ => BTreeMap::new(),
+                };
+                let known = (needs.user_keys.iter())
+                    .filter(|k| users.contains_key(k.as_str()))
+                    .cloned()
+                    .collect();
+                (known, Some(keys), Some(users))
+            } else {
+                let known = store::selected_named(conn, store_path, &needs.user_keys)?;
+                (known, Some(keys), None)
+            }
+        };
         let groups = store::load_groups(conn, store_path)?;
         let revision = store::revision(conn, store_path)?;
         let who = who.load(conn, store_path)?;
@@ -216,13 +242,6 @@ pub fn plan_batches(
             }
             d
         };
-        // The named users and the groups' members; `None` for the whole directory.
-        let keys = if needs.all_users {
-            None
-        } else {
-            Some(store::select_members(conn, store_path, &needs.group_keys)?)
-        };
-        let bs = batch_size();
         let plan_one = |users: BTreeMap<String, User>| {
             planned(
                 &input.manifests,
@@ -273,12 +292,8 @@ pub fn plan_batches(
                 }
             })
         };
-        if let Some(keys) = keys.as_ref().filter(|k| k.len() <= bs) {
-            // One batch: planned before the start, so the start carries the id.
-            let users = match (keys.first(), keys.last()) {
-                (Some(first), Some(last)) => store::load_selected(conn, store_path, first, last)?,
-                _ => BTreeMap::new(),
-            };
+        if let Some(users) = first_batch {
+            // One batch, read above: planned before the start, so the start carries the id.
             let b = plan_one(users);
             let mut d = digest();
             d.add_hashed_changes(&b.changes, &b.fingerprints, &b.hashes);

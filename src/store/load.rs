@@ -180,42 +180,17 @@ fn fill<'k>(
 }
 
 /// A plan's selection, kept in the temporary table `selected` for the plan's snapshot: the
-/// users named that exist, then every member of the groups named. Loading it a batch at a time
-/// reads a key range of the table ([`load_selected`]), with no key list sent again.
-pub fn select_named(
+/// users named (whether they exist or not) and every member of the groups named. Returns every
+/// selected key, sorted. Loading it a batch at a time reads a key range of the table
+/// ([`load_selected`]), with no key list sent again.
+pub fn select(
     conn: &Connection,
     path: &Path,
-    keys: &BTreeSet<String>,
-) -> Result<BTreeSet<String>> {
-    let e = |e| map_err(path, "read users", e);
-    fill(conn, "selected", keys.iter().map(String::as_str)).map_err(e)?;
-    let mut stmt = conn
-        .prepare_cached("SELECT w.key FROM temp.selected w CROSS JOIN users u ON u.key = w.key")
-        .map_err(e)?;
-    let known: BTreeSet<String> = stmt
-        .query_map([], |r| r.get(0))
-        .map_err(e)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(e)?;
-    if known.len() < keys.len() {
-        let mut gone = conn
-            .prepare_cached("DELETE FROM temp.selected WHERE key = ?1")
-            .map_err(e)?;
-        for k in keys.difference(&known) {
-            gone.execute([k]).map_err(e)?;
-        }
-    }
-    Ok(known)
-}
-
-/// Adds the members of `groups` to the selection [`select_named`] made; returns every selected
-/// key, sorted.
-pub fn select_members(
-    conn: &Connection,
-    path: &Path,
+    users: &BTreeSet<String>,
     groups: &BTreeSet<String>,
 ) -> Result<Vec<String>> {
     let e = |e| map_err(path, "read group members", e);
+    fill(conn, "selected", users.iter().map(String::as_str)).map_err(e)?;
     let mut members = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO temp.selected (key) SELECT user_key FROM members WHERE group_key = ?1",
@@ -234,6 +209,28 @@ pub fn select_members(
         })
         .map_err(e)?;
     rows.collect::<rusqlite::Result<_>>().map_err(e)
+}
+
+/// Which of `named` (all in the selection [`select`] made) are users in the store: one seek
+/// each.
+pub fn selected_named(
+    conn: &Connection,
+    path: &Path,
+    named: &BTreeSet<String>,
+) -> Result<BTreeSet<String>> {
+    let e = |e| map_err(path, "read users", e);
+    let mut stmt = conn
+        .prepare_cached("SELECT w.key FROM temp.selected w CROSS JOIN users u ON u.key = w.key")
+        .map_err(e)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(e)?;
+    let mut known = BTreeSet::new();
+    for k in rows {
+        let k = k.map_err(e)?;
+        if named.contains(&k) {
+            known.insert(k);
+        }
+    }
+    Ok(known)
 }
 
 /// The selected users whose keys lie between `first` and `last` (inclusive), by key.

@@ -17,8 +17,7 @@ pub use apply::{apply_plan, failpoint, failpoint_wait, password_hash, plan_appli
 pub use export::{export, export_with, show, user_batches, ExportPart, EXPORT_BATCH};
 pub use import::{import, import_with_progress, in_import_transaction, write_groups, write_users};
 pub use load::{
-    existing_users, load, load_actor, load_groups, load_keys, load_selected, select_members,
-    select_named,
+    existing_users, load, load_actor, load_groups, load_keys, load_selected, select, selected_named,
 };
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
