@@ -898,7 +898,7 @@ pub fn user_json(u: &User, out: &mut Vec<u8>) {
                     out.extend_from_slice(&b);
                     out.push(b'"');
                 }
-                None => json_str(out, &t.to_string()),
+                None => crate::util::json_str(out, &t.to_string()),
             },
         }
     }
@@ -908,7 +908,7 @@ pub fn user_json(u: &User, out: &mut Vec<u8>) {
             if i > 0 {
                 out.push(b',');
             }
-            json_str(out, x);
+            crate::util::json_str(out, x);
         }
         out.push(b']');
     }
@@ -924,9 +924,9 @@ pub fn user_json(u: &User, out: &mut Vec<u8>) {
     }
     let flag = |b: bool| if b { &b"true"[..] } else { &b"false"[..] };
     out.extend_from_slice(b"{\"id\":");
-    json_str(out, &u.id);
+    crate::util::json_str(out, &u.id);
     out.extend_from_slice(b",\"display-name\":");
-    json_str(out, &u.display_name);
+    crate::util::json_str(out, &u.display_name);
     out.extend_from_slice(b",\"enabled\":");
     out.extend_from_slice(flag(u.enabled));
     out.extend_from_slice(b",\"roles\":");
@@ -946,9 +946,9 @@ pub fn user_json(u: &User, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"methods\":");
     objects(out, &u.methods, |out, m| {
         out.extend_from_slice(b"{\"id\":");
-        json_str(out, &m.id);
+        crate::util::json_str(out, &m.id);
         out.extend_from_slice(b",\"kind\":");
-        json_str(out, &m.kind);
+        crate::util::json_str(out, &m.kind);
         out.extend_from_slice(b",\"registered-at\":");
         time(out, Some(m.registered_at));
         out.push(b'}');
@@ -956,7 +956,7 @@ pub fn user_json(u: &User, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"sessions\":");
     objects(out, &u.sessions, |out, x| {
         out.extend_from_slice(b"{\"id\":");
-        json_str(out, &x.id);
+        crate::util::json_str(out, &x.id);
         out.extend_from_slice(b",\"issued-at\":");
         time(out, Some(x.issued_at));
         out.push(b'}');
@@ -964,9 +964,9 @@ pub fn user_json(u: &User, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"trusted-devices\":");
     objects(out, &u.trusted_devices, |out, d| {
         out.extend_from_slice(b"{\"id\":");
-        json_str(out, &d.id);
+        crate::util::json_str(out, &d.id);
         out.extend_from_slice(b",\"name\":");
-        json_str(out, &d.name);
+        crate::util::json_str(out, &d.name);
         out.extend_from_slice(b",\"remembered-at\":");
         time(out, Some(d.remembered_at));
         out.push(b'}');
@@ -974,50 +974,14 @@ pub fn user_json(u: &User, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"app-passwords\":");
     objects(out, &u.app_passwords, |out, a| {
         out.extend_from_slice(b"{\"id\":");
-        json_str(out, &a.id);
+        crate::util::json_str(out, &a.id);
         out.extend_from_slice(b",\"name\":");
-        json_str(out, &a.name);
+        crate::util::json_str(out, &a.name);
         out.extend_from_slice(b",\"created-at\":");
         time(out, Some(a.created_at));
         out.push(b'}');
     });
     out.push(b'}');
-}
-
-/// `s` as a JSON string, escaped as serde_json escapes it: `"`, `\\`, and the control
-/// characters (the five with short forms, the rest as `\u00xx`).
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let b = s.as_bytes();
-    let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let short = match c {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x0c => b'f',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0x00..=0x1f => b'u',
-            _ => continue,
-        };
-        out.extend_from_slice(&b[start..i]);
-        out.push(b'\\');
-        out.push(short);
-        if short == b'u' {
-            out.extend_from_slice(&[
-                b'0',
-                b'0',
-                HEX[usize::from(c >> 4)],
-                HEX[usize::from(c & 15)],
-            ]);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&b[start..]);
-    out.push(b'"');
 }
 
 /// Fingerprints of every user these changes touch, by id as the store spells it.

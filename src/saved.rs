@@ -10,6 +10,7 @@
 
 use crate::model::{key_of, ActionKind, Timestamp};
 use crate::plan::{Change, Planned};
+use crate::util::json_str;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -150,57 +151,49 @@ fn content(
     requested_by: Option<&str>,
     sources: &[String],
 ) -> String {
-    let mut out = String::with_capacity(
+    let mut out = Vec::with_capacity(
         96 + before.len() + after.len() + user.len() + removes.len() * 24 + sources.len() * 24,
     );
-    let list = |out: &mut String, items: &[String]| {
-        out.push('[');
+    let list = |out: &mut Vec<u8>, items: &[String]| {
+        out.push(b'[');
         for (i, x) in items.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
             json_str(out, x);
         }
-        out.push(']');
+        out.push(b']');
     };
-    out.push_str("{\"action\":");
+    out.extend_from_slice(b"{\"action\":");
     json_str(&mut out, action);
-    out.push_str(",\"after\":");
-    out.push_str(after);
-    out.push_str(",\"before\":");
-    out.push_str(before);
-    out.push_str(",\"cutoff\":");
+    out.extend_from_slice(b",\"after\":");
+    out.extend_from_slice(after.as_bytes());
+    out.extend_from_slice(b",\"before\":");
+    out.extend_from_slice(before.as_bytes());
+    out.extend_from_slice(b",\"cutoff\":");
     match cutoff {
         Some(t) => json_str(&mut out, t),
-        None => out.push_str("null"),
+        None => out.extend_from_slice(b"null"),
     }
-    out.push_str(",\"removes\":");
+    out.extend_from_slice(b",\"removes\":");
     list(&mut out, removes);
     // `requested_by` (under `--signers`) sorts between `removes` and `sources`; plans made
     // without it keep the spelling, and so the ids, they always had.
     if let Some(by) = requested_by {
-        out.push_str(",\"requested_by\":");
-        out.push_str(by);
+        out.extend_from_slice(b",\"requested_by\":");
+        out.extend_from_slice(by.as_bytes());
     }
-    out.push_str(",\"sources\":");
+    out.extend_from_slice(b",\"sources\":");
     list(&mut out, sources);
-    out.push_str(",\"user\":");
+    out.extend_from_slice(b",\"user\":");
     json_str(&mut out, user);
-    out.push('}');
-    out
+    out.push(b'}');
+    text(out)
 }
 
-/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it.
-fn json_str(out: &mut String, s: &str) {
-    if s.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-    {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else {
-        out.push_str(&Value::from(s).to_string());
-    }
+/// Bytes built from `str`s and ASCII as a `String` (always valid UTF-8; never lossy in fact).
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The canonical spelling of [`crate::plan::slice_value`]`(s)`, written directly: keys sorted,
@@ -211,30 +204,35 @@ pub fn canonical_slice(s: &crate::plan::Slice) -> String {
     // As a JSON map: sorted by key, and a repeated key holds its last value.
     order.sort_by_key(|&i| (s[i].0, std::cmp::Reverse(i)));
     order.dedup_by_key(|i| s[*i].0);
-    let mut out = String::with_capacity(24 * s.len() + 2);
-    out.push('{');
+    let mut out = Vec::with_capacity(24 * s.len() + 2);
+    out.push(b'{');
     for (n, &i) in order.iter().enumerate() {
         let (k, v) = &s[i];
         if n > 0 {
-            out.push(',');
+            out.push(b',');
         }
         json_str(&mut out, k);
-        out.push(':');
+        out.push(b':');
         match v {
-            Val::Time(Some(t)) => {
-                out.push('"');
-                let _ = write!(out, "{t}");
-                out.push('"');
-            }
-            Val::Time(None) => out.push_str("null"),
+            Val::Time(t) => match t.and_then(|t| crate::util::time::bytes(t.unix())) {
+                Some(b) => {
+                    out.push(b'"');
+                    out.extend_from_slice(&b);
+                    out.push(b'"');
+                }
+                None => match t {
+                    Some(t) => json_str(&mut out, &t.to_string()),
+                    None => out.extend_from_slice(b"null"),
+                },
+            },
             Val::Count(c) => {
-                let _ = write!(out, "{c}");
+                let _ = std::io::Write::write_fmt(&mut out, format_args!("{c}"));
             }
-            Val::Flag(b) => out.push_str(if *b { "true" } else { "false" }),
+            Val::Flag(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         }
     }
-    out.push('}');
-    out
+    out.push(b'}');
+    text(out)
 }
 
 fn canonical_string(v: &Value) -> String {
