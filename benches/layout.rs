@@ -44,6 +44,7 @@ mod generate;
 
 use mfactl::model::{AppPassword, Device, Method, Session, Timestamp, User};
 use mfactl::store::record::{self, Stored};
+use mfactl::store::Backend;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
 use std::collections::{BTreeMap, HashMap};
@@ -1223,7 +1224,8 @@ impl Bench {
             None => Vec::new(),
         };
         let users = match how {
-            How::Library => mfactl::store::load_keys(&conn, &p, &keys)
+            How::Library => mfactl::store::sqlite::Sqlite::with_connection(open(&p)?, &p)
+                .load_keys(&keys)
                 .map(|m| m.into_iter().collect())
                 .map_err(|e| e.to_string()),
             _ => read_users(&conn, layout, how, &keys).map_err(|e| e.to_string()),
@@ -1419,7 +1421,9 @@ fn check_library(dir: &Path, sel: &Selection) -> Res<()> {
     let keys = wanted(&conn, Layout::A, sel).map_err(sql("resolve the wanted users"))?;
     let ours = read_users(&conn, Layout::A, How::Join, &keys).map_err(sql("read"))?;
     let c = dir.join(Layout::C.file());
-    let lib = mfactl::store::load_keys(&open(&c)?, &c, &keys).map_err(|e| e.to_string())?;
+    let lib = mfactl::store::sqlite::Sqlite::with_connection(open(&c)?, &c)
+        .load_keys(&keys)
+        .map_err(|e| e.to_string())?;
     let same = lib.len() == ours.len()
         && lib
             .iter()

@@ -241,25 +241,17 @@ fn split_pending(name: &OsStr) -> Option<(&OsStr, &str)> {
 
 /// Settles leftovers; the caller holds the store's write lock. One line per leftover says what
 /// became of it. Only a store that cannot be read is an error.
-pub fn settle(
-    conn: &crate::store::Conn,
-    store_path: &Path,
-    found: &[Leftover],
-) -> Result<Vec<String>, Error> {
+pub fn settle(conn: &crate::store::Conn, found: &[Leftover]) -> Result<Vec<String>, Error> {
     let mut notes = Vec::new();
     for l in found {
-        if let Some(note) = settle_one(conn, store_path, l)? {
+        if let Some(note) = settle_one(conn, l)? {
             notes.push(note);
         }
     }
     Ok(notes)
 }
 
-fn settle_one(
-    conn: &crate::store::Conn,
-    store_path: &Path,
-    l: &Leftover,
-) -> Result<Option<String>, Error> {
+fn settle_one(conn: &crate::store::Conn, l: &Leftover) -> Result<Option<String>, Error> {
     let p = shown(&l.pending);
     let Ok(meta) = std::fs::symlink_metadata(&l.pending) else {
         return Ok(None); // gone meanwhile
@@ -320,7 +312,7 @@ fn settle_one(
     } else {
         ("passwords", "were", "are")
     };
-    if !store::plan_applied(conn, store_path, id)? {
+    if !conn.plan_applied(id)? {
         return Ok(Some(removed(
             &l.pending,
             &format!(
@@ -330,7 +322,7 @@ fn settle_one(
     }
     let mut set = false;
     for (user, pw) in &lines {
-        let hash = store::password_hash(conn, store_path, &key_of(user))?;
+        let hash = store::password_hash(conn, &key_of(user))?;
         if hash.is_some_and(|h| verifies(pw, &h)) {
             set = true;
             break;

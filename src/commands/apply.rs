@@ -40,7 +40,7 @@ pub fn run(
     let mut st = ctx.open_store()?;
     ctx.warn_unprotected(&st, &policy)?;
     let preview = if interactive {
-        let plan = compute_plan(st.conn(), st.path(), &input, &policy, who, ctx.now)?;
+        let plan = compute_plan(st.conn(), &input, &policy, who, ctx.now)?;
         out_with(|w| render::text::write_plan(w, &plan, ctx.style));
         if plan.is_empty() {
             return Ok(Exit::Ok);
@@ -59,13 +59,12 @@ pub fn run(
     } else {
         None
     };
-    let path = st.path().to_path_buf();
     let tx = st.begin()?;
-    let plan = apply::plan_locked(&tx, &path, &input, &policy, who, ctx.now, preview.as_ref())?;
+    let plan = apply::plan_locked(&tx, &input, &policy, who, ctx.now, preview.as_ref())?;
     if preview.is_none() {
         out_with(|w| render::text::write_plan(w, &plan, ctx.style));
     }
-    commit(ctx, tx, &path, &plan, &policy, &actor, opts)
+    commit(ctx, tx, &plan, &policy, &actor, opts)
 }
 
 /// `apply --plan FILE`: exactly the saved changes, or nothing (see `ops::saved`).
@@ -89,11 +88,10 @@ pub fn run_saved(
     saved::refuse_future(&opened, &policy, ctx.now)?;
     let mut st = ctx.open_store()?;
     ctx.warn_unprotected(&st, &policy)?;
-    let path = st.path().to_path_buf();
     let tx = st.begin()?;
-    let plan = saved::rebuild(&tx, &path, opened, &policy, who, ctx.now)?;
+    let plan = saved::rebuild(&tx, opened, &policy, who, ctx.now)?;
     out_with(|w| render::text::write_plan(w, &plan, ctx.style));
-    commit(ctx, tx, &path, &plan, &policy, &actor, opts)
+    commit(ctx, tx, &plan, &policy, &actor, opts)
 }
 
 /// The actor the audit log records. Under `--signers` the signers' roles decide and `--actor`
@@ -135,7 +133,6 @@ fn settle_leftovers(ctx: &Ctx, opts: &Options) -> Result<(), Failure> {
 fn commit(
     ctx: &Ctx,
     tx: crate::store::Tx<'_>,
-    path: &Path,
     plan: &Plan,
     policy: &Policy,
     actor: &str,
@@ -147,7 +144,6 @@ fn commit(
     let mut bar = ctx.progress("applying changes");
     let applied = apply::apply_locked_with(
         tx,
-        path,
         plan,
         policy,
         actor,

@@ -12,7 +12,7 @@ pub fn run(ctx: &Ctx, user: Option<&str>, since: Option<&str>, format: AuditForm
         .transpose()
         .map_err(|m| Failure::error(format!("--since: {m}")))?;
     let st = ctx.open_store()?;
-    let records = crate::store::audit(st.conn(), st.path(), user, since)?;
+    let records = crate::store::audit(st.conn(), user, since)?;
     match format {
         AuditFormat::Text => out(&render::text::audit(&records, ctx.style)),
         AuditFormat::Json => out(&render::json::audit(&records)),
@@ -23,7 +23,7 @@ pub fn run(ctx: &Ctx, user: Option<&str>, since: Option<&str>, format: AuditForm
 /// `mfactl audit verify`: walks the hash chain; exit 1 naming each unacknowledged break.
 pub fn verify(ctx: &Ctx) -> CmdResult {
     let st = ctx.open_store()?;
-    let report = crate::store::verify_audit(st.conn(), st.path())?;
+    let report = crate::store::verify_audit(st.conn())?;
     let mut text = String::new();
     for b in &report.breaks {
         match b.acknowledged_by {

@@ -59,7 +59,6 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     ));
     let plan = compute_plan(
         st.conn(),
-        st.path(),
         &input,
         &policy,
         Who::Actor(Some(EXAMPLE_ADMIN)),
@@ -95,7 +94,6 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     heading(&format!("3. mfactl apply --actor {GLOBAL_ADMIN} --credentials-out {CREDENTIALS}   (global-administrator)"));
     let approved = compute_plan(
         st.conn(),
-        st.path(),
         &input,
         &policy,
         Who::Actor(Some(GLOBAL_ADMIN)),
@@ -123,7 +121,6 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     ));
     let again = compute_plan(
         st.conn(),
-        st.path(),
         &input,
         &policy,
         Who::Actor(Some(GLOBAL_ADMIN)),
@@ -148,18 +145,16 @@ fn approve(
     opts: &Options,
     shown: &Plan,
 ) -> Result<Option<Applied>, Failure> {
-    let path = st.path().to_path_buf();
     let tx = st.begin()?;
     let plan = apply::plan_locked(
         &tx,
-        &path,
         input,
         policy,
         Who::Actor(Some(actor)),
         now,
         Some(shown),
     )?;
-    apply::apply_locked(tx, &path, &plan, policy, actor, now, opts)
+    apply::apply_locked(tx, &plan, policy, actor, now, opts)
 }
 
 fn remove_if_present(p: &Path) -> Result<(), Failure> {

@@ -10,7 +10,7 @@ pub fn run(ctx: &Ctx, demo: bool) -> CmdResult {
     ctx.status(&match done {
         Init::Created => format!("Created store {path}."),
         Init::Migrated { from, to } => {
-            let report = crate::store::verify_audit(store.conn(), store.path())?;
+            let report = crate::store::verify_audit(store.conn())?;
             let chain = if report.intact() {
                 format!("its audit chain of {} records verifies", report.records)
             } else {

@@ -47,7 +47,6 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf], opts: &Options) -> CmdResult {
     let mut skipped = Vec::new();
     let planned = plan_batches(
         st.conn(),
-        st.path(),
         &input,
         &policy,
         ctx.who(&sigs),

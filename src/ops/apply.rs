@@ -38,14 +38,13 @@ pub struct Options {
 #[allow(clippy::too_many_arguments)]
 pub fn plan_locked(
     tx: &crate::store::Tx<'_>,
-    path: &Path,
     input: &Loaded,
     policy: &Policy,
     who: Who,
     now: Timestamp,
     preview: Option<&Plan>,
 ) -> Result<Plan, Failure> {
-    let plan = compute_plan(tx, path, input, policy, who, now)?;
+    let plan = compute_plan(&**tx, input, policy, who, now)?;
     match preview {
         Some(p) if p.changes != plan.changes => Err(Failure::new(
             Kind::Conflict,
@@ -74,7 +73,6 @@ pub struct Applied {
 /// share it. `Ok(None)` for an empty plan. The transaction is dropped (rolled back) on any refusal.
 pub fn apply_locked(
     tx: crate::store::Tx<'_>,
-    path: &Path,
     plan: &Plan,
     policy: &Policy,
     actor: &str,
@@ -83,7 +81,6 @@ pub fn apply_locked(
 ) -> Result<Option<Applied>, Failure> {
     apply_locked_with(
         tx,
-        path,
         plan,
         policy,
         actor,
@@ -100,7 +97,6 @@ pub fn apply_locked(
 #[allow(clippy::too_many_arguments)]
 pub fn apply_locked_with(
     tx: crate::store::Tx<'_>,
-    path: &Path,
     plan: &Plan,
     policy: &Policy,
     actor: &str,
@@ -139,8 +135,7 @@ pub fn apply_locked_with(
     };
     drop(issued); // the clear texts are zeroized now
     let committed = store::apply_plan(
-        &tx,
-        path,
+        &*tx,
         plan,
         actor,
         now,
@@ -154,7 +149,7 @@ pub fn apply_locked_with(
             interrupts.caught().is_some()
         });
         interrupts.check()?; // the last moment a signal stops the apply
-        store::commit(tx, path)?;
+        tx.commit()?;
         Ok(rev)
     });
     let revision = match committed {
@@ -311,9 +306,8 @@ pub fn settle_before_apply(settings: &Settings, target: &Path) -> Result<Vec<Str
         return Ok(Vec::new());
     }
     let mut st = settings.open_store()?;
-    let path = st.path().to_path_buf();
     let tx = st.begin()?;
-    let notes = credentials::settle(&tx, &path, &found)?;
+    let notes = credentials::settle(&*tx, &found)?;
     drop(tx); // nothing was written
     Ok(notes)
 }

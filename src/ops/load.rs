@@ -59,9 +59,7 @@ pub fn policy_dir(settings: &Settings) -> Option<PathBuf> {
 /// listed exists), or `None`. A real tenant's break-glass accounts are its own to list.
 pub fn unprotected_warning(st: &Store, policy: &Policy) -> Result<Option<String>, Failure> {
     let protected = &policy.guardrails.protected_users;
-    if !protected.is_empty()
-        && !crate::store::existing_users(st.conn(), st.path(), protected)?.is_empty()
-    {
+    if !protected.is_empty() && !st.conn().existing_users(protected)?.is_empty() {
         return Ok(None);
     }
     let why = if protected.is_empty() {
@@ -83,8 +81,8 @@ pub fn unknown_names(
     manifests: &[Manifest],
 ) -> Result<Vec<manifest::Problem>, Failure> {
     let needs = crate::plan::needs(manifests);
-    let users = crate::store::existing_users(st.conn(), st.path(), &needs.user_keys)?;
-    let groups = crate::store::load_groups(st.conn(), st.path())?;
+    let users = st.conn().existing_users(&needs.user_keys)?;
+    let groups = st.conn().load_groups()?;
     Ok(crate::plan::check_known_in(
         manifests,
         &|k| users.contains(k),

@@ -14,7 +14,6 @@ use crate::saved::PlanDigest;
 use crate::store;
 use crate::store::Conn as Connection;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Users per batch: each batch's queries cost a few milliseconds of fixed overhead, and its users
 /// and changes a few megabytes.
@@ -44,11 +43,11 @@ pub enum Who<'a> {
 
 impl<'a> Who<'a> {
     /// As the core takes it, with roles read from the store in `conn`'s snapshot.
-    pub fn load(self, conn: &Connection, store_path: &Path) -> Result<Actor, Failure> {
+    pub fn load(self, conn: &Connection) -> Result<Actor, Failure> {
         match self {
             Who::Actor(actor) => {
                 let keys: Vec<String> = actor.map(key_of).into_iter().collect();
-                let users = store::load_keys(conn, store_path, &keys)?;
+                let users = conn.load_keys(&keys)?;
                 Ok(store::load_actor(
                     &Actual {
                         users,
@@ -57,9 +56,7 @@ impl<'a> Who<'a> {
                     actor,
                 ))
             }
-            Who::Signed(sigs) => Ok(Actor::Requesters(Box::new(signed::requesters(
-                conn, store_path, sigs,
-            )?))),
+            Who::Signed(sigs) => Ok(Actor::Requesters(Box::new(signed::requesters(conn, sigs)?))),
         }
     }
 }
@@ -67,41 +64,31 @@ impl<'a> Who<'a> {
 /// The whole plan, for the commands that need it whole (apply, watch, the demo).
 pub fn compute_plan(
     conn: &Connection,
-    store_path: &Path,
     input: &Loaded,
     policy: &Policy,
     who: Who,
     now: Timestamp,
 ) -> Result<Plan, Failure> {
     let mut plan = None;
-    let id = plan_batches(
-        conn,
-        store_path,
-        input,
-        policy,
-        who,
-        now,
-        false,
-        &mut |step| {
-            match step {
-                Step::Start(head) => plan = Some(head.clone()),
-                Step::Batch {
-                    changes, skipped, ..
-                } => {
-                    if let Some(p) = &mut plan {
-                        // A single batch is moved, not copied: 100,000 changes are 20 MB.
-                        if p.changes.is_empty() {
-                            p.changes = changes;
-                        } else {
-                            p.changes.extend(changes);
-                        }
-                        p.skipped.extend(skipped);
+    let id = plan_batches(conn, input, policy, who, now, false, &mut |step| {
+        match step {
+            Step::Start(head) => plan = Some(head.clone()),
+            Step::Batch {
+                changes, skipped, ..
+            } => {
+                if let Some(p) = &mut plan {
+                    // A single batch is moved, not copied: 100,000 changes are 20 MB.
+                    if p.changes.is_empty() {
+                        p.changes = changes;
+                    } else {
+                        p.changes.extend(changes);
                     }
+                    p.skipped.extend(skipped);
                 }
             }
-            Ok(())
-        },
-    )?;
+        }
+        Ok(())
+    })?;
     let mut plan =
         plan.ok_or_else(|| Failure::error("internal error: the plan was not started"))?;
     plan.id = id;
@@ -173,7 +160,6 @@ pub enum Step<'a> {
 #[allow(clippy::too_many_arguments)]
 pub fn plan_batches(
     conn: &Connection,
-    store_path: &Path,
     input: &Loaded,
     policy: &Policy,
     who: Who,
@@ -181,7 +167,7 @@ pub fn plan_batches(
     id_first: bool,
     each: &mut dyn FnMut(Step) -> Result<(), Failure>,
 ) -> Result<String, Failure> {
-    store::read_snapshot(conn, store_path, || {
+    store::read_snapshot(conn, || {
         let needs = plan::needs(&input.manifests);
         let bs = batch_size();
         // The users selected by name and by group, in key order (`None`: the whole directory).
@@ -189,15 +175,13 @@ pub fn plan_batches(
         // them; otherwise each named user is looked up first (one seek), before anything is
         // planned or printed.
         let (known, keys, first_batch) = if needs.all_users {
-            let known = store::existing_users(conn, store_path, &needs.user_keys)?;
+            let known = conn.existing_users(&needs.user_keys)?;
             (known, None, None)
         } else {
-            let keys = store::select(conn, store_path, &needs.user_keys, &needs.group_keys)?;
+            let keys = conn.select(&needs.user_keys, &needs.group_keys)?;
             if keys.len() <= bs {
                 let users = match (keys.first(), keys.last()) {
-                    (Some(first), Some(last)) => {
-                        store::load_selected(conn, store_path, first, last)?
-                    }
+                    (Some(first), Some(last)) => conn.load_selected(first, last)?,
                     _ => BTreeMap::new(),
                 };
                 let known = (needs.user_keys.iter())
@@ -206,13 +190,13 @@ pub fn plan_batches(
                     .collect();
                 (known, Some(keys), Some(users))
             } else {
-                let known = store::selected_named(conn, store_path, &needs.user_keys)?;
+                let known = conn.selected_named(&needs.user_keys)?;
                 (known, Some(keys), None)
             }
         };
-        let groups = store::load_groups(conn, store_path)?;
-        let revision = store::revision(conn, store_path)?;
-        let who = who.load(conn, store_path)?;
+        let groups = conn.load_groups()?;
+        let revision = conn.revision()?;
+        let who = who.load(conn)?;
         let mut problems = offline_problems(input, policy, now);
         problems.extend(plan::check_known_in(
             &input.manifests,
@@ -272,10 +256,10 @@ pub fn plan_batches(
                 let read = if let Some(keys) = &keys {
                     keys.chunks(bs).try_for_each(|chunk| {
                         let (first, last) = (&chunk[0], &chunk[chunk.len() - 1]);
-                        next(store::load_selected(conn, store_path, first, last)?)
+                        next(conn.load_selected(first, last)?)
                     })
                 } else {
-                    store::user_batches(conn, store_path, bs, &mut |users| match next(users) {
+                    conn.user_batches(bs, &mut |users| match next(users) {
                         Ok(()) => true,
                         Err(f) => {
                             failed = Some(f);

@@ -13,7 +13,6 @@ use crate::plan::{Actual, Plan};
 use crate::policy::Actor;
 use crate::policy::Policy;
 use crate::saved::SavedPlan;
-use crate::store;
 use crate::util::escape_text;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -118,7 +117,6 @@ pub fn refuse_future(o: &Opened, policy: &Policy, now: Timestamp) -> Result<(), 
 /// the changes rebuilt and compared with the file, then the users are dropped.
 pub fn rebuild(
     tx: &crate::store::Tx<'_>,
-    path: &Path,
     o: Opened,
     policy: &Policy,
     who: Who,
@@ -129,7 +127,7 @@ pub fn rebuild(
         mut saved,
         planned,
     } = o;
-    if store::plan_applied(tx, path, &saved.plan_id)? {
+    if tx.plan_applied(&saved.plan_id)? {
         return Err(Failure::new(
             Kind::Conflict,
             format!(
@@ -138,9 +136,9 @@ pub fn rebuild(
             ),
         ));
     }
-    let groups = store::load_groups(tx, path)?;
-    let revision = store::revision(tx, path)?;
-    let who = who.load(tx, path)?;
+    let groups = tx.load_groups()?;
+    let revision = tx.revision()?;
+    let who = who.load(&**tx)?;
     let requesters = match &who {
         Actor::Requesters(r) => Some((**r).clone()),
         _ => None,
@@ -180,7 +178,7 @@ pub fn rebuild(
             end += 1;
         }
         let batch = Actual {
-            users: store::load_keys(tx, path, &keys)?,
+            users: tx.load_keys(&keys)?,
             groups: groups.clone(),
             revision,
         };

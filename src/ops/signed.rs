@@ -148,11 +148,7 @@ fn policy_signatures(
 /// The requesters the core judges with: each signer as the store knows them (roles, enabled),
 /// read in the snapshot `conn` is in. A key listed for several principals names the first one
 /// that is a user in the store.
-pub fn requesters(
-    conn: &Connection,
-    store_path: &Path,
-    sigs: &Signatures,
-) -> Result<Requesters, Failure> {
+pub fn requesters(conn: &Connection, sigs: &Signatures) -> Result<Requesters, Failure> {
     let mut wanted: Vec<String> = sigs
         .manifests
         .values()
@@ -166,7 +162,7 @@ pub fn requesters(
     wanted.sort_unstable();
     wanted.dedup();
     let known = Actual {
-        users: store::load_keys(conn, store_path, &wanted)?,
+        users: conn.load_keys(&wanted)?,
         ..Actual::default()
     };
     let signer = |principals: &[String]| -> Actor {

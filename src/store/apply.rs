@@ -1,23 +1,27 @@
-//! Applying a plan: every change, its audit record, the applied plan id and the revision bump,
-//! inside the caller's `BEGIN IMMEDIATE` transaction, so a crash leaves all or nothing.
+//! Applying a plan, on either store: every change, its audit record, the applied plan id and the
+//! revision bump, inside the caller's write transaction, so a crash leaves all or nothing. What
+//! the changes do to a user's record is [`crate::plan::act`], the function the planner simulates
+//! with; the backend only reads and writes rows.
 
+use super::backend::{AuditRow, Backend, Head};
 use super::record::Stored;
-use super::{bump_revision, map_err, Result};
+use super::{Result, StoreError};
 use crate::model::{key_of, Action, AuditRecord, Timestamp};
 use crate::plan::slice_value;
 use crate::plan::Plan;
 use crate::policy::Verdict;
-use rusqlite::{params, Transaction};
 use std::collections::BTreeMap;
-use std::path::Path;
+
+/// Users read, changed and written back per round trip: large enough that a round trip to a
+/// database server costs little per user, small enough to hold a few megabytes.
+const USERS_PER_ROUND: usize = 512;
 
 /// Writes `plan` (already checked: every change allowed) and returns the new store revision,
 /// calling `progress(done, total)` now and then as the changes are written. `hashes` holds
 /// the argon2 hash of each reset user's new password, by key (the clear text never comes here).
 #[allow(clippy::too_many_arguments)]
 pub fn apply_plan(
-    tx: &Transaction<'_>,
-    path: &Path,
+    tx: &dyn Backend,
     plan: &Plan,
     actor: &str,
     now: Timestamp,
@@ -25,41 +29,37 @@ pub fn apply_plan(
     accept_broken_audit: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<i64> {
-    let e = |e| map_err(path, "apply", e);
-    let report = super::verify_audit(tx, path)?;
-    let mut chain = Chain::open(tx, path, &report)?;
+    let report = verify_audit(tx)?;
+    let mut chain = Chain::open(tx, &report)?;
     if !report.intact() {
         let problems: Vec<String> = report
             .unacknowledged()
             .map(|b| format!("record #{} {}", b.seq, b.what))
             .collect();
         if !accept_broken_audit {
-            return Err(super::StoreError::BrokenAudit {
-                path: path.to_path_buf(),
+            return Err(StoreError::BrokenAudit {
+                path: tx.name().to_path_buf(),
                 detail: problems.join("; "),
             });
         }
-        chain.append(
-            now,
-            actor,
-            "",
-            crate::audit::ACCEPT_BROKEN,
-            "",
-            "",
-            serde_json::json!({"problems": problems}),
-            serde_json::json!({}),
-            &[],
-            &plan.id,
-        )?;
+        let mut r = AuditRecord {
+            seq: chain.seq + 1,
+            at: now,
+            actor: actor.to_string(),
+            role: String::new(),
+            action: crate::audit::ACCEPT_BROKEN.to_string(),
+            user: String::new(),
+            before: serde_json::json!({"problems": problems}),
+            after: serde_json::json!({}),
+            sources: Vec::new(),
+            plan_id: plan.id.clone(),
+            prev_hash: chain.head.clone(),
+            hash: String::new(),
+            requested_by: None,
+        };
+        r.hash = crate::audit::record_hash(&r);
+        chain.push(AuditRow::of(&r, ""))?;
     }
-    let names = super::load::group_names(tx).map_err(e)?;
-    let mut users = Users {
-        tx,
-        path,
-        names,
-        current: None,
-        buf: Vec::new(),
-    };
     failpoint("apply-begin");
     let half = plan.changes.len() / 2;
     // The audit records are built and hashed on a second thread, in order, while this one
@@ -70,7 +70,7 @@ pub fn apply_plan(
         // Records go over in chunks: a hand-over per record cost more in wake-ups than the
         // records themselves.
         const CHUNK: usize = 256;
-        let (records_out, chunks) = std::sync::mpsc::sync_channel::<Vec<(AuditRecord, Texts)>>(16);
+        let (records_out, chunks) = std::sync::mpsc::sync_channel::<Vec<AuditRow>>(16);
         scope.spawn(move || {
             let mut prev_hash = first_head;
             let mut chunk = Vec::with_capacity(CHUNK);
@@ -96,8 +96,7 @@ pub fn apply_plan(
                 };
                 r.hash = crate::audit::record_hash(&r);
                 prev_hash = r.hash.clone();
-                let texts = Texts::of(&r);
-                chunk.push((r, texts));
+                chunk.push(AuditRow::of(&r, &key_of(&c.user)));
                 if chunk.len() == CHUNK || i + 1 == plan.changes.len() {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
                     if records_out.send(full).is_err() {
@@ -107,6 +106,7 @@ pub fn apply_plan(
             }
         });
         let mut records = Vec::new().into_iter();
+        let mut users = Users::new(tx);
         for (i, c) in plan.changes.iter().enumerate() {
             if i == half {
                 failpoint("apply-mid");
@@ -114,13 +114,19 @@ pub fn apply_plan(
             if i % 1024 == 0 {
                 progress(i, plan.changes.len());
             }
+            if !matches!(&c.verdict, Some(Verdict::Allowed { .. })) {
+                return Err(StoreError::Invalid(format!(
+                    "internal: change for {} is not allowed",
+                    c.user
+                )));
+            }
             let key = key_of(&c.user);
-            let stored = users.get(&key)?;
+            let stored = users.get(&key, &plan.changes[i..])?;
             crate::plan::act(&mut stored.user, &c.action);
             match c.action {
                 Action::ResetPassword { .. } => {
                     let hash = hashes.get(&key).ok_or_else(|| {
-                        super::StoreError::Invalid(format!(
+                        StoreError::Invalid(format!(
                             "internal: no temporary password for {}",
                             c.user
                         ))
@@ -130,12 +136,6 @@ pub fn apply_plan(
                 Action::DeleteAppPasswords => stored.secrets.clear(),
                 _ => {}
             }
-            if !matches!(&c.verdict, Some(Verdict::Allowed { .. })) {
-                return Err(super::StoreError::Invalid(format!(
-                    "internal: change for {} is not allowed",
-                    c.user
-                )));
-            }
             let next = match records.next() {
                 Some(r) => Some(r),
                 None => chunks.recv().ok().and_then(|c| {
@@ -143,10 +143,9 @@ pub fn apply_plan(
                     records.next()
                 }),
             };
-            let (record, texts) = next.ok_or_else(|| {
-                super::StoreError::Invalid("internal: the audit records stopped".into())
-            })?;
-            chain.insert(record, texts, &key)?;
+            let row = next
+                .ok_or_else(|| StoreError::Invalid("internal: the audit records stopped".into()))?;
+            chain.push(row)?;
         }
         users.flush()?;
         chain.flush()?;
@@ -154,14 +153,161 @@ pub fn apply_plan(
     })?;
     chain.close()?;
     progress(plan.changes.len(), plan.changes.len());
-    let revision = bump_revision(tx, path)?;
-    tx.execute(
-        "INSERT INTO applied_plans (plan_id, applied_at, revision) VALUES (?1, ?2, ?3)",
-        params![plan.id, now.unix(), revision],
-    )
-    .map_err(e)?;
+    let revision = tx.bump_revision()?;
+    tx.record_applied(&plan.id, now, revision)?;
     failpoint("apply-before-commit");
     Ok(revision)
+}
+
+/// The users being changed, a round of [`USERS_PER_ROUND`] at a time: the changes of one user
+/// are consecutive in a plan (sorted by user), so the next round's users are read with one
+/// query, changed in memory, and written back with one.
+struct Users<'a> {
+    tx: &'a dyn Backend,
+    /// The round's records, in plan order, and the index of the one being changed.
+    round: Vec<(String, Stored)>,
+    at: usize,
+    buf: Vec<Vec<u8>>,
+}
+
+impl<'a> Users<'a> {
+    fn new(tx: &'a dyn Backend) -> Self {
+        Users {
+            tx,
+            round: Vec::new(),
+            at: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The record of `key`, whose change is the first of `rest` (the plan's changes from it on).
+    fn get(&mut self, key: &str, rest: &[crate::plan::Change]) -> Result<&mut Stored> {
+        if self.round.get(self.at).is_some_and(|(k, _)| k != key) {
+            self.at += 1;
+        }
+        if self.at >= self.round.len() {
+            self.flush()?;
+            let mut keys: Vec<String> = Vec::with_capacity(USERS_PER_ROUND);
+            for c in rest {
+                let k = key_of(&c.user);
+                if keys.last() != Some(&k) {
+                    if keys.len() == USERS_PER_ROUND {
+                        break;
+                    }
+                    keys.push(k);
+                }
+            }
+            let wanted: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let mut read: BTreeMap<String, Stored> =
+                self.tx.read_records(&wanted)?.into_iter().collect();
+            for k in keys {
+                let Some(stored) = read.remove(&k) else {
+                    return Err(StoreError::Invalid(format!(
+                        "internal: user {k} is not in the store"
+                    )));
+                };
+                self.round.push((k, stored));
+            }
+            self.at = 0;
+        }
+        match self.round.get_mut(self.at) {
+            Some((k, stored)) if k == key => Ok(stored),
+            _ => Err(StoreError::Invalid(format!(
+                "internal: the plan's changes for {key} are not together"
+            ))),
+        }
+    }
+
+    /// Writes the round's records back.
+    fn flush(&mut self) -> Result<()> {
+        if self.round.is_empty() {
+            return Ok(());
+        }
+        self.buf.resize_with(self.round.len(), Vec::new);
+        for ((key, stored), buf) in self.round.iter().zip(&mut self.buf) {
+            buf.clear();
+            super::record::encode(key, stored, buf);
+        }
+        let rows: Vec<(&str, &[u8])> = (self.round.iter())
+            .zip(&self.buf)
+            .map(|((k, _), b)| (k.as_str(), b.as_slice()))
+            .collect();
+        self.tx.update_records(&rows)?;
+        self.round.clear();
+        self.at = 0;
+        Ok(())
+    }
+}
+
+/// Appends hash-chained audit records and moves the recorded head.
+struct Chain<'a> {
+    tx: &'a dyn Backend,
+    seq: i64,
+    head: String,
+    count: i64,
+    pending: Vec<AuditRow>,
+}
+
+impl<'a> Chain<'a> {
+    const PER_WRITE: usize = 256;
+
+    fn open(tx: &'a dyn Backend, report: &crate::audit::Report) -> Result<Self> {
+        Ok(Chain {
+            tx,
+            seq: tx.max_audit_seq()?,
+            head: report.head.clone(),
+            count: report.records as i64,
+            pending: Vec::with_capacity(Self::PER_WRITE),
+        })
+    }
+
+    /// Queues a record, which must follow the head.
+    fn push(&mut self, r: AuditRow) -> Result<()> {
+        if r.seq != self.seq + 1 || r.prev_hash != self.head {
+            return Err(StoreError::Invalid(
+                "internal: an audit record out of order".into(),
+            ));
+        }
+        self.seq = r.seq;
+        self.head = r.hash.clone();
+        self.count += 1;
+        self.pending.push(r);
+        if self.pending.len() == Self::PER_WRITE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            self.tx.append_audit(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued and records the new head.
+    fn close(mut self) -> Result<()> {
+        self.flush()?;
+        self.tx.set_audit_head(&self.head, self.count)
+    }
+}
+
+/// Verifies the whole audit chain against the recorded head, hashing each record's stored text
+/// as it is (nothing is parsed: 200,000 records take a fraction of a second).
+pub fn verify_audit(conn: &dyn Backend) -> Result<crate::audit::Report> {
+    let mut verifier = crate::audit::Verifier::default();
+    let mut buf = Vec::new();
+    conn.each_audit_row(&mut |r| {
+        let computed = r.computed_hash(&mut buf);
+        verifier.check(r.seq, &r.action, &r.prev_hash, &r.hash, &computed);
+    })?;
+    // A head that is missing or holds no count is a break of the chain (records deleted from
+    // the end could hide behind it), reported by `audit verify` and refused by apply.
+    Ok(match conn.audit_head()? {
+        Head::Recorded { hash, count } => verifier.finish(Some((&hash, count))),
+        Head::Broken(what) => verifier.finish_without_head(&what),
+    })
 }
 
 /// Crash-test hook: in builds with the `failpoints` feature (which `cargo test` turns on for the
@@ -191,241 +337,4 @@ pub fn failpoint_wait(name: &str, until: &dyn Fn() -> bool) {
     }
     #[cfg(not(feature = "failpoints"))]
     let _ = (name, until);
-}
-
-/// Whether a plan id has been applied before.
-pub fn plan_applied(conn: &rusqlite::Connection, path: &Path, plan_id: &str) -> Result<bool> {
-    conn.query_row(
-        "SELECT count(*) FROM applied_plans WHERE plan_id = ?1",
-        [plan_id],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
-    .map_err(|e| map_err(path, "read applied plans", e))
-}
-
-/// A user's stored password hash; `None` for an unknown user or no hash. A damaged record is
-/// an error naming it.
-pub fn password_hash(
-    conn: &rusqlite::Connection,
-    path: &Path,
-    key: &str,
-) -> Result<Option<String>> {
-    let e = |e| map_err(path, "read password hashes", e);
-    let names = std::collections::HashMap::new();
-    let mut stmt = conn
-        .prepare_cached("SELECT key, record FROM users WHERE key = ?1")
-        .map_err(e)?;
-    let mut rows = stmt.query([key]).map_err(e)?;
-    match rows.next().map_err(e)? {
-        Some(r) => Ok(super::load::decode_row(r, &names).map_err(e)?.password_hash),
-        None => Ok(None),
-    }
-}
-
-/// The user being changed: the changes of one user are consecutive in a plan (sorted by user),
-/// so each user's record is read once, changed in memory and written once, with one statement.
-struct Users<'a> {
-    tx: &'a Transaction<'a>,
-    path: &'a Path,
-    names: std::collections::HashMap<String, String>,
-    current: Option<(String, Stored)>,
-    buf: Vec<u8>,
-}
-
-impl Users<'_> {
-    /// The record of `key`, read unless it is the one being changed (the previous one written).
-    fn get(&mut self, key: &str) -> Result<&mut Stored> {
-        if self.current.as_ref().is_some_and(|(k, _)| k != key) {
-            self.flush()?;
-        }
-        if self.current.is_none() {
-            let e = |e| map_err(self.path, "apply", e);
-            let mut stmt = self
-                .tx
-                .prepare_cached("SELECT key, record FROM users WHERE key = ?1")
-                .map_err(e)?;
-            let mut rows = stmt.query([key]).map_err(e)?;
-            let stored = match rows.next().map_err(e)? {
-                Some(r) => super::load::decode_row(r, &self.names).map_err(e)?,
-                None => {
-                    return Err(super::StoreError::Invalid(format!(
-                        "internal: user {key} is not in the store"
-                    )))
-                }
-            };
-            self.current = Some((key.to_string(), stored));
-        }
-        Ok(&mut self.current.as_mut().expect("read above").1)
-    }
-
-    /// Writes the record being changed, if any.
-    fn flush(&mut self) -> Result<()> {
-        let Some((key, stored)) = self.current.take() else {
-            return Ok(());
-        };
-        self.buf.clear();
-        super::record::encode(&key, &stored, &mut self.buf);
-        self.tx
-            .prepare_cached("UPDATE users SET record = ?2 WHERE key = ?1")
-            .and_then(|mut s| s.execute(params![key, self.buf]))
-            .map_err(|e| map_err(self.path, "apply", e))?;
-        Ok(())
-    }
-}
-
-/// A record's JSON columns, as stored.
-struct Texts {
-    before: String,
-    after: String,
-    sources: String,
-    requested_by: Option<String>,
-}
-
-impl Texts {
-    fn of(r: &AuditRecord) -> Texts {
-        Texts {
-            before: r.before.to_string(),
-            after: r.after.to_string(),
-            sources: serde_json::to_string(&r.sources).unwrap_or_default(),
-            requested_by: crate::audit::requested_by_text(r),
-        }
-    }
-}
-
-/// Appends hash-chained audit records and moves the recorded head.
-struct Chain<'a> {
-    tx: &'a Transaction<'a>,
-    path: &'a Path,
-    seq: i64,
-    head: String,
-    count: i64,
-    pending: Vec<(AuditRecord, Texts, String)>,
-}
-
-impl<'a> Chain<'a> {
-    fn open(
-        tx: &'a Transaction<'a>,
-        path: &'a Path,
-        report: &crate::audit::Report,
-    ) -> Result<Self> {
-        let seq: i64 = tx
-            .query_row("SELECT coalesce(max(seq), 0) FROM audit", [], |r| r.get(0))
-            .map_err(|e| map_err(path, "read audit log", e))?;
-        Ok(Chain {
-            tx,
-            path,
-            seq,
-            head: report.head.clone(),
-            count: report.records as i64,
-            pending: Vec::with_capacity(Self::PER_STATEMENT),
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn append(
-        &mut self,
-        at: Timestamp,
-        actor: &str,
-        role: &str,
-        action: &str,
-        user: &str,
-        user_key: &str,
-        before: serde_json::Value,
-        after: serde_json::Value,
-        sources: &[String],
-        plan_id: &str,
-    ) -> Result<()> {
-        let mut r = crate::model::AuditRecord {
-            seq: self.seq + 1,
-            at,
-            actor: actor.to_string(),
-            role: role.to_string(),
-            action: action.to_string(),
-            user: user.to_string(),
-            before,
-            after,
-            sources: sources.to_vec(),
-            plan_id: plan_id.to_string(),
-            prev_hash: self.head.clone(),
-            hash: String::new(),
-            requested_by: None,
-        };
-        r.hash = crate::audit::record_hash(&r);
-        let texts = Texts::of(&r);
-        self.insert(r, texts, user_key)
-    }
-
-    /// Queues a record built and hashed elsewhere, which must follow the head; records are
-    /// written [`Chain::PER_STATEMENT`] to an `INSERT`.
-    fn insert(&mut self, r: AuditRecord, texts: Texts, user_key: &str) -> Result<()> {
-        if r.seq != self.seq + 1 || r.prev_hash != self.head {
-            return Err(super::StoreError::Invalid(
-                "internal: an audit record out of order".into(),
-            ));
-        }
-        self.seq = r.seq;
-        self.head = r.hash.clone();
-        self.count += 1;
-        self.pending.push((r, texts, user_key.to_string()));
-        if self.pending.len() == Self::PER_STATEMENT {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    const PER_STATEMENT: usize = 64;
-
-    /// Writes the queued records, in one statement.
-    fn flush(&mut self) -> Result<()> {
-        let n = self.pending.len();
-        if n == 0 {
-            return Ok(());
-        }
-        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-        let sql = format!(
-            "INSERT INTO audit (seq, at, actor, role, action, user, user_key, before, after, sources, plan_id, prev_hash, hash, requested_by)
-             VALUES {}",
-            vec![row; n].join(", ")
-        );
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(14 * n);
-        for (r, t, key) in &self.pending {
-            values.extend_from_slice(&[
-                &r.seq,
-                &r.at,
-                &r.actor,
-                &r.role,
-                &r.action,
-                &r.user,
-                key,
-                &t.before,
-                &t.after,
-                &t.sources,
-                &r.plan_id,
-                &r.prev_hash,
-                &r.hash,
-                &t.requested_by,
-            ]);
-        }
-        self.tx
-            .prepare_cached(&sql)
-            .and_then(|mut s| s.execute(values.as_slice()))
-            .map_err(|e| map_err(self.path, "append audit record", e))?;
-        self.pending.clear();
-        Ok(())
-    }
-
-    /// Writes what is queued and records the new head; writes the row anew if it was deleted
-    /// (an apply that accepted that break repairs it).
-    fn close(mut self) -> Result<()> {
-        self.flush()?;
-        self.tx
-            .execute(
-                "INSERT INTO audit_head (id, hash, count) VALUES (1, ?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET hash = excluded.hash, count = excluded.count",
-                params![self.head, self.count],
-            )
-            .map(|_| ())
-            .map_err(|e| map_err(self.path, "append audit record", e))
-    }
 }

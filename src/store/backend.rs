@@ -76,15 +76,14 @@ impl AuditRow {
         .hash(buf)
     }
 
-    /// As `mfactl audit` lists it. A JSON field that does not parse is shown as its text; only
-    /// the time must be a time (`None` otherwise: the caller names the record).
-    pub fn to_record(&self) -> Option<AuditRecord> {
+    /// As `mfactl audit` lists it. A JSON field that does not parse is shown as its text.
+    pub fn to_record(&self) -> AuditRecord {
         let json = |s: &str| {
             serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_string()))
         };
-        Some(AuditRecord {
+        AuditRecord {
             seq: self.seq,
-            at: Timestamp::from_unix(self.at)?,
+            at: Timestamp::from_unix(self.at),
             actor: self.actor.clone(),
             role: self.role.clone(),
             action: self.action.clone(),
@@ -99,7 +98,7 @@ impl AuditRow {
                 .requested_by
                 .as_deref()
                 .and_then(|t| serde_json::from_str(t).ok()),
-        })
+        }
     }
 }
 
@@ -122,7 +121,7 @@ pub enum Piece {
         group_key: String,
         user_key: String,
     },
-    Audit(AuditRow),
+    Audit(Box<AuditRow>),
     /// The recorded head of the audit chain (absent when someone deleted it).
     AuditHead {
         hash: String,
@@ -137,7 +136,10 @@ pub enum Piece {
 
 /// What the head row of the audit chain holds.
 pub enum Head {
-    Recorded { hash: String, count: i64 },
+    Recorded {
+        hash: String,
+        count: i64,
+    },
     /// Missing, or holding something that is not a count: described for `audit verify`.
     Broken(String),
 }

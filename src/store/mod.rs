@@ -1,36 +1,28 @@
-//! The SQLite store (see docs/store.md): the only module that knows table names.
-//!
-//! One file holds the directory (one compact record per user, see [`record`]; groups and their
-//! members), the audit log and the store revision. Schema changes are numbered forward-only migrations tracked in
-//! `PRAGMA user_version`; `PRAGMA application_id` marks the file as ours so that someone else's
-//! SQLite database is refused rather than written to.
+//! The store (see docs/store.md): the only module that knows tables. Two backends implement
+//! one interface ([`Backend`]): a SQLite file, the embedded default, and a PostgreSQL database
+//! shared by several machines (`--store postgres://…`). What a change, an import or a copy does
+//! is written once above them ([`apply`], [`import`], [`copy`]); each backend only reads and
+//! writes rows, and owns its SQL, its migrations and its lock.
 
 mod apply;
-mod damage;
+pub mod backend;
+mod copy;
 mod export;
 mod import;
-mod load;
+pub mod postgres;
 pub mod record;
-mod schema;
+pub mod sqlite;
 
-pub use apply::{apply_plan, failpoint, failpoint_wait, password_hash, plan_applied};
-pub use export::{export, export_with, show, user_batches, ExportPart, EXPORT_BATCH};
+pub use apply::{apply_plan, failpoint, failpoint_wait, verify_audit};
+pub use backend::{Backend, Conn};
+pub use copy::{copy, Copied};
+pub use export::{export, export_with, show, ExportPart, EXPORT_BATCH};
 pub use import::{import, import_with_progress, in_import_transaction, write_groups, write_users};
-pub use load::{
-    existing_users, load, load_actor, load_groups, load_keys, load_selected, select, selected_named,
-};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
-
-/// A connection to the store, as the workflows hold it (they never issue SQL themselves).
-pub type Conn = Connection;
-/// The store's write transaction: held from the plan under the lock to the commit.
-pub type Tx<'a> = Transaction<'a>;
+use crate::model::{key_of, AuditRecord, Timestamp};
+use crate::plan::Actual;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// `MFAC` as a big-endian u32: marks an mfactl store in the SQLite header.
-const APPLICATION_ID: i64 = 0x4D46_4143;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -84,7 +76,6 @@ impl StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// An open store and how long to wait for its write lock.
 /// What [`Store::init`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {
@@ -97,458 +88,139 @@ pub enum Init {
     Current,
 }
 
+/// Whether `--store` names a PostgreSQL database (a `postgres://` or `postgresql://` URL)
+/// rather than a SQLite file.
+pub fn is_postgres(location: &Path) -> bool {
+    let s = location.to_string_lossy();
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+/// An open store of either kind.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    lock_timeout: Duration,
+    conn: Box<dyn Backend>,
 }
 
 impl Store {
     /// Opens an existing store and checks that it is ours and of this schema version.
-    pub fn open(path: &Path, lock_timeout: Duration) -> Result<Store> {
-        plain_path(path)?;
-        if !path.exists() {
-            return Err(StoreError::Missing(path.to_path_buf()));
-        }
-        let store = Self::connect(path, lock_timeout)?;
-        let (app_id, version) = store.identity()?;
-        if app_id != APPLICATION_ID {
-            return Err(StoreError::Foreign(path.to_path_buf()));
-        }
-        let known = schema::latest();
-        if version > known {
-            return Err(StoreError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-                known,
-            });
-        }
-        if version < known {
-            return Err(StoreError::TooOld {
-                path: path.to_path_buf(),
-                found: version,
-                known,
-            });
-        }
-        Ok(store)
-    }
-
-    /// Creates the store (mode 0600) or migrates an older one; a no-op on a current store.
-    /// Returns the store and what was done.
-    pub fn init(path: &Path, lock_timeout: Duration) -> Result<(Store, Init)> {
-        plain_path(path)?;
-        let created = !path.exists();
-        if created {
-            create_private_file(path)?;
-        }
-        let mut store = Self::connect(path, lock_timeout)?;
-        let (app_id, version) = store.identity()?;
-        let empty = store.is_empty()?;
-        if app_id != APPLICATION_ID && !(app_id == 0 && version == 0 && empty) {
-            return Err(StoreError::Foreign(path.to_path_buf()));
-        }
-        let known = schema::latest();
-        if version > known {
-            return Err(StoreError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-                known,
-            });
-        }
-        if version < known {
-            schema::migrate(&mut store.conn, version, APPLICATION_ID)
-                .map_err(store.err("migrate"))?;
-            // WAL lets readers (plan, watch --detect-only) run beside an apply; it is persistent.
-            // Set once the migration committed, so that a failed one leaves the file as it was.
-            store
-                .conn
-                .pragma_update(None, "journal_mode", "WAL")
-                .map_err(store.err("set journal mode"))?;
-            if !created && version < 4 && version > 0 {
-                // Migration 4 rewrote every user into a new table: compact the file so that the
-                // records lie in key order, as a fresh import leaves them. VACUUM is atomic on
-                // its own; the migration is already committed.
-                store
-                    .conn
-                    .execute_batch("VACUUM")
-                    .map_err(store.err("compact the migrated store"))?;
-            }
-        }
-        let done = if created || version == 0 {
-            Init::Created
-        } else if version < known {
-            Init::Migrated {
-                from: version,
-                to: known,
-            }
+    pub fn open(location: &Path, lock_timeout: Duration) -> Result<Store> {
+        let conn: Box<dyn Backend> = if is_postgres(location) {
+            postgres::open(&location.to_string_lossy(), lock_timeout)?
         } else {
-            Init::Current
+            Box::new(sqlite::Sqlite::open(location, lock_timeout)?)
         };
-        Ok((store, done))
+        Ok(Store { conn })
     }
 
-    fn connect(path: &Path, lock_timeout: Duration) -> Result<Store> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(plain_path(path)?, flags)
-            .map_err(|e| map_err(path, "open", e))?;
-        conn.busy_timeout(lock_timeout)
-            .map_err(|e| map_err(path, "open", e))?;
-        let store = Store {
-            conn,
-            path: path.to_path_buf(),
-            lock_timeout,
+    /// Creates the store or migrates an older one; a no-op on a current store. Returns the
+    /// store and what was done.
+    pub fn init(location: &Path, lock_timeout: Duration) -> Result<(Store, Init)> {
+        let (conn, done): (Box<dyn Backend>, Init) = if is_postgres(location) {
+            postgres::init(&location.to_string_lossy(), lock_timeout)?
+        } else {
+            let (s, done) = sqlite::Sqlite::init(location, lock_timeout)?;
+            (Box::new(s), done)
         };
-        store
-            .conn
-            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
-            .map_err(store.err("open"))?;
-        // `rarray(?)`: a list of keys bound as one value, so a temporary table of 100,000
-        // keys fills with one statement.
-        rusqlite::vtab::array::load_module(&store.conn).map_err(store.err("open"))?;
-        Ok(store)
+        Ok((Store { conn }, done))
     }
 
-    fn identity(&self) -> Result<(i64, i64)> {
-        let app: i64 = self
-            .conn
-            .pragma_query_value(None, "application_id", |r| r.get(0))
-            .map_err(self.err("read header"))?;
-        let ver: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(self.err("read header"))?;
-        Ok((app, ver))
-    }
-
-    fn is_empty(&self) -> Result<bool> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(self.err("read schema"))?;
-        Ok(n == 0)
-    }
-
+    /// How messages name the store: its path, or its URL without the password.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.conn.name()
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.conn
+    pub fn conn(&self) -> &Conn {
+        &*self.conn
     }
 
-    /// Takes the write lock (`BEGIN IMMEDIATE`), waiting up to the lock timeout.
-    pub fn begin(&mut self) -> Result<Transaction<'_>> {
-        let (path, timeout) = (self.path.clone(), self.lock_timeout);
-        self.conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| match map_err(&path, "begin transaction", e) {
-                StoreError::Locked(p, _) => StoreError::Locked(p, timeout),
-                other => other,
-            })
-    }
-
-    /// A mapper from rusqlite errors to store errors that name this store and the step.
-    pub fn err(&self, context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |e| match map_err(&self.path, context, e) {
-            StoreError::Locked(p, _) => StoreError::Locked(p, self.lock_timeout),
-            other => other,
-        }
-    }
-}
-
-/// Commits, naming the store in the error (a full disk or lost lock can surface only here).
-pub fn commit(tx: Transaction<'_>, path: &Path) -> Result<()> {
-    tx.commit().map_err(|e| map_err(path, "commit", e))
-}
-
-pub(crate) fn map_err(path: &Path, context: &str, e: rusqlite::Error) -> StoreError {
-    let p = path.to_path_buf();
-    if let Some(detail) = damage::description(&e) {
-        return StoreError::Damaged {
-            path: p,
-            detail: detail.to_string(),
-        };
-    }
-    // A value of the wrong type that no reader named (every reader should): still a damaged
-    // store, not an SQL error.
-    if matches!(
-        e,
-        rusqlite::Error::InvalidColumnType(..)
-            | rusqlite::Error::FromSqlConversionFailure(..)
-            | rusqlite::Error::IntegralValueOutOfRange(..)
-            | rusqlite::Error::Utf8Error(..)
-    ) {
-        return StoreError::Damaged {
-            path: p,
-            detail: format!("{context}: {e}"),
-        };
-    }
-    if let rusqlite::Error::SqliteFailure(f, _) = &e {
-        match f.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                return StoreError::Locked(p, Duration::ZERO)
-            }
-            ErrorCode::NotADatabase => {
-                return StoreError::NotSqlite(p, "file is not a database".into())
-            }
-            ErrorCode::DatabaseCorrupt => {
-                return StoreError::NotSqlite(p, "the database file is corrupt or truncated".into())
-            }
-            ErrorCode::ReadOnly => return StoreError::ReadOnly(p),
-            ErrorCode::DiskFull => return StoreError::Full(p),
-            ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
-                return StoreError::Io {
-                    path: p,
-                    detail: format!("cannot open ({e})"),
-                }
-            }
-            _ => {}
-        }
-    }
-    StoreError::Sql {
-        path: p,
-        context: context.to_string(),
-        detail: e.to_string(),
-    }
-}
-
-/// The store path as SQLite must be given it to open exactly that file. The bundled SQLite
-/// reads a name that starts with `file:` as a URI (`file:x.db?mode=memory` would be an
-/// in-memory database that `init` reports created and that vanishes), whatever the open flags
-/// say, so a relative path goes as `./PATH`, which is never a URI. `:memory:` and an empty path
-/// are refused: neither is a file.
-fn plain_path(path: &Path) -> Result<PathBuf> {
-    if path.as_os_str().is_empty() {
-        return Err(StoreError::Invalid(
-            "the store path is empty: give the store's file path (--store PATH or MFACTL_STORE)"
-                .into(),
-        ));
-    }
-    if path.as_os_str() == ":memory:" {
-        return Err(StoreError::Invalid(
-            "store `:memory:` is SQLite's in-memory database, which would vanish when mfactl \
-             exits: give the store a file path (--store PATH or MFACTL_STORE), e.g. ./mfactl.db"
-                .into(),
-        ));
-    }
-    Ok(if path.is_relative() {
-        Path::new(".").join(path)
-    } else {
-        path.to_path_buf()
-    })
-}
-
-fn create_private_file(path: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(|_| ())
-        .map_err(|e| StoreError::Io {
-            path: path.to_path_buf(),
-            detail: format!("cannot create: {e}"),
+    /// Begins the write transaction, waiting up to the lock timeout for the store's lock.
+    pub fn begin(&mut self) -> Result<Tx<'_>> {
+        self.conn.begin_write()?;
+        Ok(Tx {
+            conn: &*self.conn,
+            open: true,
         })
-}
-
-/// The store revision: incremented by every apply and import.
-pub fn revision(conn: &Connection, path: &Path) -> Result<i64> {
-    conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
-        r.get(0)
-            .map_err(|e| damage::name_row(e, r, &|_| "meta, row `revision`".to_string()))
-    })
-    .map_err(|e| revision_err(path, "read revision", e))
-}
-
-pub(crate) fn bump_revision(conn: &Connection, path: &Path) -> Result<i64> {
-    revision(conn, path)?;
-    conn.query_row(
-        "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-        [],
-        |r| {
-            r.get(0)
-                .map_err(|e| damage::name_row(e, r, &|_| "meta, row `revision`".to_string()))
-        },
-    )
-    .map_err(|e| revision_err(path, "bump revision", e))
-}
-
-fn revision_err(path: &Path, context: &str, e: rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::QueryReturnedNoRows => StoreError::Damaged {
-            path: path.to_path_buf(),
-            detail: "meta: the `revision` row is missing".to_string(),
-        },
-        e => map_err(path, context, e),
     }
 }
 
-/// The audit log, oldest first, optionally for one user and from a time on.
-pub fn audit(
-    conn: &Connection,
-    path: &Path,
-    user: Option<&str>,
-    since: Option<crate::model::Timestamp>,
-) -> Result<Vec<crate::model::AuditRecord>> {
-    read_audit(conn, user, since).map_err(|e| map_err(path, "read audit log", e))
+/// The store's write transaction: held from the plan under the lock to the commit; dropped
+/// without [`Tx::commit`], it rolls back.
+pub struct Tx<'a> {
+    conn: &'a Conn,
+    open: bool,
 }
 
-pub(crate) fn read_audit(
-    conn: &Connection,
-    user: Option<&str>,
-    since: Option<crate::model::Timestamp>,
-) -> rusqlite::Result<Vec<crate::model::AuditRecord>> {
-    let mut out = Vec::new();
-    each_audit(conn, user, since, &mut |r| out.push(r))?;
-    Ok(out)
-}
-
-/// Streams audit records, oldest first, to `f` without holding the log in memory.
-pub(crate) fn each_audit(
-    conn: &Connection,
-    user: Option<&str>,
-    since: Option<crate::model::Timestamp>,
-    f: &mut dyn FnMut(crate::model::AuditRecord),
-) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id, prev_hash, hash,
-                requested_by
-         FROM audit WHERE (?1 IS NULL OR user_key = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY seq",
-    )?;
-    let key = user.map(crate::model::key_of);
-    let mut rows = stmt.query(rusqlite::params![key, since.map(|t| t.unix())])?;
-    while let Some(r) = rows.next()? {
-        // Text is read as the chain hashes it, whatever its type, so that an edited record
-        // still lists (and `audit verify` names it); only the record's time must be a time.
-        let text = |i: usize| damage::lossy(r, i).map(std::borrow::Cow::into_owned);
-        let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
-            let s = text(i)?;
-            Ok(serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)))
-        };
-        let record = || -> rusqlite::Result<crate::model::AuditRecord> {
-            let sources: serde_json::Value = json(8)?;
-            Ok(crate::model::AuditRecord {
-                seq: r.get(0)?,
-                at: damage::time(r, 1)?,
-                actor: text(2)?,
-                role: text(3)?,
-                action: text(4)?,
-                user: text(5)?,
-                before: json(6)?,
-                after: json(7)?,
-                sources: serde_json::from_value(sources).unwrap_or_default(),
-                plan_id: text(9)?,
-                prev_hash: text(10)?,
-                hash: text(11)?,
-                requested_by: match r.get_ref(12)? {
-                    rusqlite::types::ValueRef::Null => None,
-                    _ => serde_json::from_str(&text(12)?).ok(),
-                },
-            })
-        };
-        f(record().map_err(|e| {
-            damage::name_row(e, r, &|r| format!("audit, record #{}", damage::cell(r, 0)))
-        })?);
+impl Tx<'_> {
+    /// Commits, naming the store in the error (a full disk or a lost connection can surface
+    /// only here).
+    pub fn commit(mut self) -> Result<()> {
+        self.open = false;
+        self.conn.commit_write()
     }
-    Ok(())
 }
 
-/// Runs `read` inside a savepoint, so that its queries see one snapshot of the store (and nest
-/// inside an apply's transaction); it is released either way, as reading changes nothing.
+impl std::ops::Deref for Tx<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.rollback_write();
+        }
+    }
+}
+
+/// Runs `read` in one snapshot of the store (nested inside an apply's transaction, it sees the
+/// transaction's view); the snapshot ends either way, as reading changes nothing.
 pub fn read_snapshot<T, E: From<StoreError>>(
-    conn: &Connection,
-    path: &Path,
+    conn: &Conn,
     read: impl FnOnce() -> std::result::Result<T, E>,
 ) -> std::result::Result<T, E> {
-    let e = |e| map_err(path, "read the store", e);
-    conn.execute_batch("SAVEPOINT mfactl_read").map_err(e)?;
+    conn.snapshot_begin()?;
     let result = read();
-    let end = if result.is_ok() {
-        "RELEASE mfactl_read"
-    } else {
-        "ROLLBACK TO mfactl_read; RELEASE mfactl_read"
-    };
-    let ended = conn.execute_batch(end).map_err(e);
+    let ended = conn.snapshot_end(result.is_ok());
     let value = result?;
     ended?;
     Ok(value)
 }
 
-/// Streams the stored records through `verifier`, hashing the stored text as it is (nothing is
-/// parsed or allocated per record: 200,000 records take a fraction of a second).
-fn verify_records(
-    conn: &Connection,
-    verifier: &mut crate::audit::Verifier,
-) -> rusqlite::Result<()> {
-    use rusqlite::types::ValueRef;
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, at, actor, role, action, user, before, after, sources, plan_id, prev_hash, hash,
-                requested_by
-         FROM audit ORDER BY seq",
-    )?;
-    let mut rows = stmt.query([])?;
-    let mut buf = Vec::new();
-    while let Some(r) = rows.next()? {
-        // A value someone stored with another type hashes as its text, so it shows as edited.
-        let text = |i: usize| damage::lossy(r, i);
-        let int = |i: usize| -> rusqlite::Result<i64> {
-            Ok(match r.get_ref(i)? {
-                ValueRef::Integer(n) => n,
-                _ => i64::MIN,
-            })
-        };
-        let (seq, action, prev_hash, hash) = (int(0)?, text(4)?, text(10)?, text(11)?);
-        let requested_by = match r.get_ref(12)? {
-            ValueRef::Null => None,
-            _ => Some(text(12)?),
-        };
-        let computed = crate::audit::Canonical {
-            seq,
-            at: int(1)?,
-            actor: &text(2)?,
-            role: &text(3)?,
-            action: &action,
-            user: &text(5)?,
-            before: &text(6)?,
-            after: &text(7)?,
-            sources: &text(8)?,
-            plan_id: &text(9)?,
-            prev_hash: &prev_hash,
-            requested_by: requested_by.as_deref(),
-        }
-        .hash(&mut buf);
-        verifier.check(seq, &action, &prev_hash, &hash, &computed);
-    }
-    Ok(())
+/// The audit log, oldest first, optionally for one user and from a time on.
+pub fn audit(
+    conn: &Conn,
+    user: Option<&str>,
+    since: Option<Timestamp>,
+) -> Result<Vec<AuditRecord>> {
+    let mut out = Vec::new();
+    let key = user.map(key_of);
+    conn.each_audit(key.as_deref(), since, &mut |r| out.push(r))?;
+    Ok(out)
 }
 
-/// Verifies the whole audit chain against the recorded head.
-pub fn verify_audit(conn: &Connection, path: &Path) -> Result<crate::audit::Report> {
-    let e = |e| map_err(path, "verify audit log", e);
-    let mut verifier = crate::audit::Verifier::default();
-    verify_records(conn, &mut verifier).map_err(e)?;
-    // The head is compared as stored text, like the records; a head that is missing or holds
-    // no count is a break of the chain (records deleted from the end could hide behind it),
-    // reported by `audit verify` and refused by apply, not an unreadable store.
-    let head = conn
-        .query_row("SELECT hash, count FROM audit_head WHERE id = 1", [], |r| {
-            let hash = damage::lossy(r, 0)?.into_owned();
-            Ok(match r.get_ref(1)? {
-                rusqlite::types::ValueRef::Integer(count) => Ok((hash, count)),
-                other => Err(format!(
-                    "holds {} as its count of records",
-                    damage::describe(other)
-                )),
-            })
-        })
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(Err("is missing".to_string())),
-            e => Err(e),
-        })
-        .map_err(e)?;
-    Ok(match head {
-        Ok((hash, count)) => verifier.finish(Some((&hash, count))),
-        Err(what) => verifier.finish_without_head(&what),
-    })
+/// The actor as the store knows them (`None` when no actor was given).
+pub fn load_actor(actual: &Actual, actor: Option<&str>) -> crate::policy::Actor {
+    use crate::policy::Actor;
+    match actor {
+        None => Actor::None,
+        Some(id) => match actual.users.get(&key_of(id)) {
+            None => Actor::Unknown(id.to_string()),
+            Some(u) if !u.enabled => Actor::Disabled(u.id.clone()),
+            Some(u) => Actor::Known {
+                id: u.id.clone(),
+                roles: u.roles.clone(),
+            },
+        },
+    }
+}
+
+/// A user's stored password hash; `None` for an unknown user or no hash. A damaged record is
+/// an error naming it.
+pub fn password_hash(conn: &Conn, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .read_records(&[key])?
+        .into_iter()
+        .next()
+        .and_then(|(_, s)| s.password_hash))
 }

@@ -285,7 +285,6 @@ fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Repo
         Ok(st) => st,
         Err(e) => return store_failure(e),
     };
-    let path = st.path().to_path_buf();
     // Under `--signers`, who signed each manifest and policy file, read afresh each reconcile.
     let sigs = match &settings.signers {
         None => None,
@@ -302,7 +301,7 @@ fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Repo
         None => Who::Actor(base.actor.as_deref()),
     };
     if settings.detect_only {
-        return match compute_plan(st.conn(), &path, input, &policy, who, now) {
+        return match compute_plan(st.conn(), input, &policy, who, now) {
             Ok(plan) => detected(&plan),
             Err(f) => plan_failure(f),
         };
@@ -320,13 +319,13 @@ fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Repo
     };
     // Passwords left by an apply that was killed: handed over if it committed, else deleted.
     let settled = match &settings.credentials_dir {
-        Some(dir) => match credentials::settle(&tx, &path, &credentials::leftovers_in(dir)) {
+        Some(dir) => match credentials::settle(&*tx, &credentials::leftovers_in(dir)) {
             Ok(notes) => notes,
             Err(e) => return Report::failed(Outcome::Error, e.into()),
         },
         None => Vec::new(),
     };
-    let mut report = plan_and_apply(tx, &path, input, &policy, who, actor, now, settings);
+    let mut report = plan_and_apply(tx, input, &policy, who, actor, now, settings);
     report.settled = settled;
     report
 }
@@ -335,7 +334,6 @@ fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Repo
 #[allow(clippy::too_many_arguments)]
 fn plan_and_apply(
     tx: crate::store::Tx<'_>,
-    path: &std::path::Path,
     input: &Loaded,
     policy: &crate::policy::Policy,
     who: Who,
@@ -343,7 +341,7 @@ fn plan_and_apply(
     now: Timestamp,
     settings: &Settings,
 ) -> Report {
-    let plan = match compute_plan(&tx, path, input, policy, who, now) {
+    let plan = match compute_plan(&*tx, input, policy, who, now) {
         Ok(plan) => plan,
         Err(f) => return plan_failure(f),
     };
@@ -357,7 +355,7 @@ fn plan_and_apply(
             .map(|d| credentials::daemon_file(d, &plan.id)),
         accept_broken_audit: false,
     };
-    let mut report = match apply_locked(tx, path, &plan, policy, actor, now, &opts) {
+    let mut report = match apply_locked(tx, &plan, policy, actor, now, &opts) {
         Ok(None) => {
             let mut r = Report::new(Outcome::InSync);
             r.drifted = Some(0);

@@ -152,6 +152,6 @@ pub fn user_yaml(id: &str, roles: &[&str], groups: &[&str], extra: &str) -> Stri
 /// the way mfactl does).
 #[allow(dead_code)]
 pub fn stored_password_hash(store: &Path, key: &str) -> Option<String> {
-    let conn = rusqlite::Connection::open(store).unwrap();
-    mfactl::store::password_hash(&conn, store, key).unwrap()
+    let st = mfactl::store::Store::open(store, std::time::Duration::from_secs(5)).unwrap();
+    mfactl::store::password_hash(st.conn(), key).unwrap()
 }

@@ -35,7 +35,7 @@ pub fn import(
 ) -> Result<std::result::Result<(usize, usize, i64), Vec<String>>> {
     let mut refused = false;
     let mut problems: Vec<String> = Vec::new();
-    let imported = in_import_transaction(store, |tx, path| {
+    let imported = in_import_transaction(store, |tx| {
         std::thread::scope(|scope| {
             let (out, parsed) = std::sync::mpsc::sync_channel::<Parsed>(4);
             scope.spawn(move || read_lines(file, input, &out));
@@ -69,7 +69,7 @@ pub fn import(
                             problems.extend(bad);
                             let gs: Vec<Group> = groups.iter().map(|(_, g)| g.clone()).collect();
                             n_groups = gs.len();
-                            known = Some(write_groups(tx, path, &gs)?);
+                            known = Some(write_groups(tx, &gs)?);
                         }
                         let Some(known) = known.as_mut() else {
                             continue;
@@ -92,7 +92,7 @@ pub fn import(
                         refused |= !accept(n_seen, &users, &lines);
                         n_seen += users.len();
                         if problems.is_empty() && !refused {
-                            write_users(tx, path, file, &users, known, &mut |_, _| {})?;
+                            write_users(tx, file, &users, known, &mut |_, _| {})?;
                             n_users += users.len();
                             progress(n_users, n_users);
                         }
@@ -109,7 +109,7 @@ pub fn import(
                 problems.extend(bad);
                 n_groups = gs.len();
                 if problems.is_empty() {
-                    write_groups(tx, path, &gs)?;
+                    write_groups(tx, &gs)?;
                 }
             }
             Ok((problems.is_empty() && !refused).then_some((n_groups, n_users)))

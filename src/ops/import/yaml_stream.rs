@@ -77,8 +77,8 @@ pub fn import(
         return Ok(Err(problems));
     }
     let body_starts = line_no + 1;
-    let imported = in_import_transaction(store, |tx, path| {
-        let mut known = write_groups(tx, path, &groups)?;
+    let imported = in_import_transaction(store, |tx| {
+        let mut known = write_groups(tx, &groups)?;
         let mut seen = BTreeSet::new();
         let (mut done, mut seen_users) = (0, 0);
         std::thread::scope(|scope| {
@@ -119,7 +119,7 @@ pub fn import(
                     }
                     continue;
                 }
-                write_users(tx, path, file, &users, &mut known, &mut |_, _| {})?;
+                write_users(tx, file, &users, &mut known, &mut |_, _| {})?;
                 done += users.len();
                 progress(done, done);
             }

@@ -3,10 +3,9 @@
 //! plan costs a handful of queries whatever its size.
 
 use super::damage::{self, cell, name_row};
-use super::record::{self, Stored};
-use super::{map_err, revision, Result};
-use crate::model::{key_of, Group, User};
-use crate::plan::{Actual, Needs};
+use super::{map_err, Result};
+use crate::model::{Group, User};
+use crate::store::record::{self, Stored};
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -14,46 +13,15 @@ use std::path::Path;
 
 /// Which users to read.
 pub(crate) enum Scope<'a> {
-    All,
     /// The users whose keys lie between these two, inclusive (export reads the store in batches).
-    Range {
-        first: &'a str,
-        last: &'a str,
-    },
+    Range { first: &'a str, last: &'a str },
     /// The keys of the plan's selection (`temp.selected`) between these two, inclusive.
-    Selected {
-        first: &'a str,
-        last: &'a str,
-    },
+    Selected { first: &'a str, last: &'a str },
     /// These keys, plus every member of these groups.
     Keys {
         users: &'a [String],
         groups: &'a [String],
     },
-}
-
-/// Everything `plan` needs for `needs`, plus the actor's record when there is one.
-pub fn load(conn: &Connection, path: &Path, needs: &Needs, actor: Option<&str>) -> Result<Actual> {
-    let scope_users: Vec<String> = needs
-        .user_keys
-        .iter()
-        .cloned()
-        .chain(actor.map(key_of))
-        .collect();
-    let groups: Vec<String> = needs.group_keys.iter().cloned().collect();
-    let scope = if needs.all_users {
-        Scope::All
-    } else {
-        Scope::Keys {
-            users: &scope_users,
-            groups: &groups,
-        }
-    };
-    Ok(Actual {
-        users: load_users(conn, path, scope)?,
-        groups: load_groups(conn, path)?,
-        revision: revision(conn, path)?,
-    })
 }
 
 /// Which of `keys` are users in the store.
@@ -63,7 +31,7 @@ pub fn existing_users(
     keys: &BTreeSet<String>,
 ) -> Result<BTreeSet<String>> {
     let e = |e| map_err(path, "read users", e);
-    super::read_snapshot(conn, path, || {
+    snapshot(conn, path, || {
         fill_want(conn, keys.iter().map(String::as_str)).map_err(e)?;
         let mut stmt = conn
             .prepare_cached("SELECT w.key FROM temp.want w CROSS JOIN users u ON u.key = w.key")
@@ -87,22 +55,6 @@ pub fn load_keys(
             groups: &[],
         },
     )
-}
-
-/// The actor as the store knows them (`None` when no actor was given).
-pub fn load_actor(actual: &Actual, actor: Option<&str>) -> crate::policy::Actor {
-    use crate::policy::Actor;
-    match actor {
-        None => Actor::None,
-        Some(id) => match actual.users.get(&key_of(id)) {
-            None => Actor::Unknown(id.to_string()),
-            Some(u) if !u.enabled => Actor::Disabled(u.id.clone()),
-            Some(u) => Actor::Known {
-                id: u.id.clone(),
-                roles: u.roles.clone(),
-            },
-        },
-    }
 }
 
 pub fn load_groups(conn: &Connection, path: &Path) -> Result<BTreeMap<String, Group>> {
@@ -135,7 +87,7 @@ pub(crate) fn load_users(
     let e = |e| map_err(path, "read users", e);
     // One read transaction (a savepoint nests inside apply's): the queries see one snapshot, and
     // filling `want` is one temp-table transaction instead of one per key.
-    super::read_snapshot(conn, path, || read_users(conn, scope).map_err(e))
+    snapshot(conn, path, || read_users(conn, scope).map_err(e))
 }
 
 /// `FROM … WHERE …` of a read of `users`: the whole table, a key range of it, or the table
@@ -143,7 +95,6 @@ pub(crate) fn load_users(
 /// primary-key seek and the cost follows the users wanted, not the size of the store).
 fn users_from(scope: &Scope) -> &'static str {
     match scope {
-        Scope::All => "FROM users c",
         Scope::Range { .. } => "FROM users c WHERE c.key BETWEEN ?1 AND ?2",
         Scope::Keys { .. } => "FROM temp.want w CROSS JOIN users c ON c.key = w.key",
         Scope::Selected { .. } => {
@@ -336,4 +287,99 @@ pub(crate) fn each_stored(
         each(damage::text(r, 0)?, stored);
     }
     Ok(())
+}
+
+/// Every user, in key order, handed to `each` `batch` users at a time (the last batch may be
+/// smaller; never an empty one), all read in one snapshot. `each` returns false to stop early.
+pub fn user_batches(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    batch: usize,
+    each: &mut dyn FnMut(BTreeMap<String, User>) -> bool,
+) -> Result<()> {
+    let e = |e| map_err(path, "read users", e);
+    snapshot(conn, path, || {
+        let mut first_keys = conn
+            .prepare_cached("SELECT key FROM users ORDER BY key LIMIT ?1")
+            .map_err(e)?;
+        let mut next_keys = conn
+            .prepare_cached("SELECT key FROM users WHERE key > ?1 ORDER BY key LIMIT ?2")
+            .map_err(e)?;
+        let mut last: Option<String> = None;
+        loop {
+            let key = |r: &rusqlite::Row| {
+                r.get::<_, String>(0).map_err(|e| {
+                    damage::name_row(e, r, &|r| format!("users, user {}", damage::cell(r, 0)))
+                })
+            };
+            let keys: Vec<String> = match &last {
+                None => first_keys
+                    .query_map([batch as i64], key)
+                    .and_then(|rows| rows.collect()),
+                Some(k) => next_keys
+                    .query_map(rusqlite::params![k, batch as i64], key)
+                    .and_then(|rows| rows.collect()),
+            }
+            .map_err(e)?;
+            let (Some(first), Some(end)) = (keys.first(), keys.last()) else {
+                return Ok(());
+            };
+            let users = load_users(conn, path, Scope::Range { first, last: end })?;
+            if !each(users) || keys.len() < batch {
+                return Ok(());
+            }
+            last = Some(end.to_string());
+        }
+    })
+}
+
+/// The records of these keys (in key order) with their secrets; `lenient` turns a record that
+/// does not decode into `None` instead of an error naming it.
+pub(crate) fn read_records(
+    conn: &Connection,
+    path: &Path,
+    keys: &[&str],
+    lenient: bool,
+) -> Result<Vec<(String, Option<Stored>)>> {
+    let e = |e| map_err(path, "read users", e);
+    snapshot(conn, path, || {
+        fill_want(conn, keys.iter().copied()).map_err(e)?;
+        let names = if lenient {
+            HashMap::new()
+        } else {
+            group_names(conn).map_err(e)?
+        };
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT c.key, c.record FROM temp.want w CROSS JOIN users c ON c.key = w.key ORDER BY c.key",
+            )
+            .map_err(e)?;
+        let mut rows = stmt.query([]).map_err(e)?;
+        let mut out = Vec::with_capacity(keys.len());
+        while let Some(r) = rows.next().map_err(e)? {
+            let key: String = r.get(0).map_err(e)?;
+            match decode_row(r, &names) {
+                Ok(s) => out.push((key, Some(s))),
+                Err(_) if lenient => out.push((key, None)),
+                Err(err) => return Err(e(err)),
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Runs `read` in a savepoint: one snapshot (nested inside a write transaction).
+fn snapshot<T>(conn: &Connection, path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    let e = |e| map_err(path, "read the store", e);
+    conn.execute_batch("SAVEPOINT mfactl_read").map_err(e)?;
+    let result = read();
+    let end = if result.is_ok() {
+        "RELEASE mfactl_read"
+    } else {
+        "ROLLBACK TO mfactl_read; RELEASE mfactl_read"
+    };
+    let ended = conn.execute_batch(end).map_err(e);
+    let value = result?;
+    ended?;
+    Ok(value)
 }

@@ -150,8 +150,8 @@ pub fn migrate(conn: &mut Connection, from: i64, app_id: i64) -> rusqlite::Resul
 /// gathered by SQLite as JSON arrays, becomes one record, and each membership a `members` row.
 /// A row of a type mfactl never wrote stops the migration (rolled back), naming it.
 fn records_from_tables(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    use super::record::{self, Stored};
     use crate::model::{AppPassword, Device, Method, Session, Timestamp, User};
+    use crate::store::record::{self, Stored};
     use serde_json::Value;
     let mut read = tx.prepare(
         "SELECT u.key, u.id, u.display_name, u.enabled, u.password_set_at, u.must_change_password,
@@ -288,7 +288,8 @@ fn records_from_tables(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 
 /// Migration 2's data step: hash the records an older store already holds, in order.
 fn chain_existing_records(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    let records = super::read_audit(tx, None, None)?;
+    let mut records = Vec::new();
+    super::each_audit(tx, None, None, &mut |r| records.push(r))?;
     let mut prev = String::new();
     let mut update = tx.prepare("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE seq = ?1")?;
     for mut r in records {
