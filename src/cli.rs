@@ -194,6 +194,12 @@ pub enum StoreCommand {
         #[arg(long, value_enum, default_value = "yaml")]
         format: DirectoryFormat,
     },
+    /// Copy the whole store (directory, password hashes, audit chain, revision, applied plan
+    /// ids) into DEST, a new or empty store of either kind: a file path or a postgres:// URL
+    Copy {
+        /// The destination store: a SQLite file path or a postgres:// URL
+        dest: PathBuf,
+    },
 }
 
 /// The directory format: YAML for people, JSON Lines for bulk.

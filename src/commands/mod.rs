@@ -217,6 +217,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
         } => audit::run(&ctx, user.as_deref(), since.as_deref(), format),
         Command::Store(StoreCommand::Import { file, format }) => store::import(&ctx, &file, format),
         Command::Store(StoreCommand::Export { format }) => store::export(&ctx, format),
+        Command::Store(StoreCommand::Copy { dest }) => store::copy(&ctx, &dest),
         Command::Watch {
             paths,
             interval,

@@ -1,5 +1,5 @@
-//! `mfactl store import FILE` / `mfactl store export`: pick the format, run `ops::import` or
-//! `ops::export`, say what was done.
+//! `mfactl store import FILE` / `store export` / `store copy DEST`: pick the format, run
+//! `ops::import`, `ops::export` or `ops::copy`, say what was done.
 
 use super::Ctx;
 use crate::cli::DirectoryFormat;
@@ -56,4 +56,27 @@ pub fn export(ctx: &Ctx, format: DirectoryFormat) -> CmdResult {
         }
     });
     failure.map_or(Ok(Exit::Ok), Err)
+}
+
+pub fn copy(ctx: &Ctx, dest: &Path) -> CmdResult {
+    let done = crate::ops::copy::copy(&ctx.settings, dest)?;
+    let c = &done.copied;
+    ctx.status(&format!(
+        "Copied {}, {}, {} and {} at store revision {} into {}; its audit chain {}.",
+        plural(c.users, "user", "users"),
+        plural(c.groups, "group", "groups"),
+        plural(c.audit_records, "audit record", "audit records"),
+        plural(c.applied_plans, "applied plan id", "applied plan ids"),
+        c.revision,
+        done.dest,
+        if done.audit.intact() {
+            "verifies".to_string()
+        } else {
+            format!(
+                "has the source's {} (run `mfactl audit verify` on either)",
+                plural(done.audit.breaks.len(), "break", "breaks")
+            )
+        }
+    ));
+    Ok(Exit::Ok)
 }

@@ -4,6 +4,7 @@
 //! never each other, and the printer in the shell says what happened.
 
 pub mod apply;
+pub mod copy;
 pub mod export;
 pub mod import;
 pub mod interrupt;

@@ -1,0 +1,130 @@
+//! `mfactl store copy DEST`: everything moves — directory, password hashes, audit chain,
+//! revision, applied plan ids — into an empty store, which then behaves as the source did.
+
+mod common;
+use common::*;
+
+const ADMIN: &str = "gary@contoso.example";
+const OPEN: &str = "protected-users: []\nmax-users-per-apply: 500\nmax-future-skew: 5m\n";
+
+/// The example tenant with bob and dave offboarded (bob's password reset) by a saved plan, so
+/// that the store holds audit records, an applied plan id and a password hash.
+fn applied_example() -> Env {
+    let env = Env::example();
+    let roles =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/roles.yaml"))
+            .unwrap();
+    env.write("policies/roles.yaml", &roles);
+    env.write("policies/guardrails.yaml", OPEN);
+    env.write(
+        "m/off.yaml",
+        &manifest(
+            "off",
+            "  - users: [bob@contoso.example, dave@contoso.example]\n    \
+             revoke-sessions-before: 2026-11-27T09:00:00Z\n    app-passwords: none\n  \
+             - users: [bob@contoso.example]\n    reset-password-before: 2026-11-27T09:00:00Z\n",
+        ),
+    );
+    env.ok(&["--actor", ADMIN, "plan", "m", "--out", "plan.json"]);
+    env.ok(&[
+        "--actor",
+        ADMIN,
+        "apply",
+        "--plan",
+        "plan.json",
+        "--credentials-out",
+        "creds.txt",
+    ]);
+    env
+}
+
+/// Runs `args` against the store at `store` instead of the env's own.
+fn on(env: &Env, store: &str, args: &[&str]) -> Out {
+    env.run_env(args, &[("MFACTL_STORE", store)])
+}
+
+#[test]
+fn a_copy_keeps_the_directory_the_audit_chain_the_hashes_and_the_applied_plans() {
+    let env = applied_example();
+    let dest = env.path("copy.db");
+    let dest = dest.to_str().unwrap();
+    let o = env.ok(&["store", "copy", dest]);
+    assert!(
+        o.stderr.contains(
+            "Copied 13 users, 3 groups, 4 audit records and 1 applied plan id at store revision 2"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("its audit chain verifies"),
+        "{}",
+        o.stderr
+    );
+    for args in [
+        &["store", "export"][..],
+        &["store", "export", "--format", "jsonl"],
+        &["audit", "--format", "json"],
+        &["audit", "verify"],
+        &["show", "bob@contoso.example"],
+    ] {
+        let (a, b) = (env.ok(args), on(&env, dest, args));
+        assert_eq!(b.code, 0, "{args:?} on the copy: {}", b.all());
+        assert_eq!(a.stdout, b.stdout, "{args:?} differs on the copy");
+    }
+    assert_eq!(
+        stored_password_hash(&env.store, "bob@contoso.example"),
+        stored_password_hash(std::path::Path::new(dest), "bob@contoso.example"),
+    );
+    assert!(stored_password_hash(std::path::Path::new(dest), "bob@contoso.example").is_some());
+    // The applied plan id came along: the same saved plan is refused on the copy (exit 4).
+    let again = env.run_env(
+        &[
+            "--actor",
+            ADMIN,
+            "apply",
+            "--plan",
+            "plan.json",
+            "--credentials-out",
+            "c2.txt",
+        ],
+        &[("MFACTL_STORE", dest)],
+    );
+    assert_eq!(again.code, 4, "{}", again.all());
+    assert!(again.all().contains("already applied"), "{}", again.all());
+    // The revision came along: a new apply on the copy extends the same chain.
+    env.write(
+        "m2/x.yaml",
+        &manifest(
+            "x",
+            "  - users: [alice@contoso.example]\n    revoke-sessions-before: 2026-11-28T00:00:00Z\n",
+        ),
+    );
+    let o = on(
+        &env,
+        dest,
+        &["--actor", ADMIN, "apply", "m2", "--auto-approve"],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    let v = on(&env, dest, &["audit", "verify"]);
+    assert!(v.code == 0 && v.all().contains("intact"), "{}", v.all());
+}
+
+#[test]
+fn a_copy_into_a_store_that_holds_anything_is_refused_and_changes_nothing() {
+    let env = applied_example();
+    let other = Env::example();
+    let before = other.export();
+    let o = env.run(&["store", "copy", other.store.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stderr.contains("is not empty"), "{}", o.stderr);
+    assert_eq!(other.export(), before);
+    // Nor onto itself.
+    let o = env.run(&["store", "copy", env.store.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stderr.contains("is the store being copied"),
+        "{}",
+        o.stderr
+    );
+}
