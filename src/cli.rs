@@ -14,7 +14,7 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// The SQLite store [default: $MFACTL_STORE, else ./mfactl.db]
+    /// The store: a SQLite file, or a postgres:// URL [default: $MFACTL_STORE, else ./mfactl.db]
     #[arg(long, global = true, env = "MFACTL_STORE", value_name = "PATH")]
     pub store: Option<PathBuf>,
     /// Directory with roles.yaml and guardrails.yaml [default: ./policies if present, else built-in]
