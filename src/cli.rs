@@ -15,7 +15,13 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// The store: a SQLite file, or a postgres:// URL [default: $MFACTL_STORE, else ./mfactl.db]
-    #[arg(long, global = true, env = "MFACTL_STORE", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "MFACTL_STORE",
+        hide_env_values = true,
+        value_name = "PATH|URL"
+    )]
     pub store: Option<PathBuf>,
     /// Directory with roles.yaml and guardrails.yaml [default: ./policies if present, else built-in]
     #[arg(long, global = true, value_name = "DIR")]
