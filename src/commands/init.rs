@@ -6,7 +6,7 @@ use crate::store::{Init, Store};
 
 pub fn run(ctx: &Ctx, demo: bool) -> CmdResult {
     let (mut store, done) = Store::init(&ctx.store, ctx.lock_timeout)?;
-    let path = ctx.store.display();
+    let path = store.path().display().to_string();
     ctx.status(&match done {
         Init::Created => format!("Created store {path}."),
         Init::Migrated { from, to } => {

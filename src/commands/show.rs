@@ -14,7 +14,7 @@ pub fn run(ctx: &Ctx, user: &str) -> CmdResult {
         None => Err(Failure::error(format!(
             "no user `{}` in store {}; `mfactl store export` lists them all",
             escape_text(user),
-            ctx.store.display()
+            st.path().display()
         ))),
     }
 }
