@@ -10,6 +10,7 @@ mod damage;
 mod export;
 mod import;
 mod load;
+pub mod postgres;
 pub mod record;
 mod schema;
 
