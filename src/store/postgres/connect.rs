@@ -80,7 +80,7 @@ pub fn redact(url: &str) -> String {
                 .split('&')
                 .filter(|p| {
                     let key = p.split('=').next().unwrap_or("");
-                    percent_decode(key).map_or(true, |k| k != "password")
+                    percent_decode(key).is_none_or(|k| k != "password")
                 })
                 .collect();
             let mut t = path.to_string();

@@ -424,3 +424,120 @@ fn try_url() {
         Err(e) => println!("error: {e}"),
     }
 }
+
+/// How an import's users are written, for [`bench_import`].
+#[derive(Clone, Copy, Debug)]
+enum Upsert {
+    /// What `upsert_records` does.
+    Chosen,
+    /// Always one `INSERT … SELECT FROM unnest … ON CONFLICT`.
+    Arrays,
+    /// Always `COPY` into a staging table, then `INSERT … ON CONFLICT`.
+    Staged,
+}
+
+/// Writes `users` as an import does, `BATCH` at a time: read the old records, encode, upsert,
+/// add the members; one transaction. Returns the seconds it took.
+fn import(pg: &Postgres, users: &[User], how: Upsert) -> f64 {
+    const BATCH: usize = 8_192;
+    let t = std::time::Instant::now();
+    let mut phases = [0f64; 4];
+    let mut lap = std::time::Instant::now();
+    let mut mark = |i: usize| {
+        phases[i] += lap.elapsed().as_secs_f64();
+        lap = std::time::Instant::now();
+    };
+    pg.begin_write().unwrap();
+    for chunk in users.chunks(BATCH) {
+        let keys: Vec<String> = chunk.iter().map(User::key).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let _old = pg.read_records_lenient(&refs).unwrap();
+        mark(0);
+        let recs: Vec<Vec<u8>> = chunk
+            .iter()
+            .zip(&keys)
+            .map(|(u, k)| crate::store::record::to_bytes(k, &Stored::new(u.clone())))
+            .collect();
+        let pairs: Vec<(&str, &[u8])> = refs
+            .iter()
+            .copied()
+            .zip(recs.iter().map(Vec::as_slice))
+            .collect();
+        match how {
+            Upsert::Chosen => pg.upsert_records(&pairs).unwrap(),
+            Upsert::Arrays => {
+                let recs: Vec<&[u8]> = pairs.iter().map(|p| p.1).collect();
+                pg.upsert_by_arrays(&refs, &recs).unwrap()
+            }
+            Upsert::Staged => {
+                let refs: Vec<&(&str, &[u8])> = pairs.iter().collect();
+                pg.upsert_staged(&refs).unwrap()
+            }
+        }
+        mark(2);
+        let members: Vec<(&str, &str)> = refs.iter().map(|k| ("staff", *k)).collect();
+        pg.insert_members(&members).unwrap();
+        mark(3);
+    }
+    pg.bump_revision().unwrap();
+    pg.commit_write().unwrap();
+    println!(
+        "  read old {:.2}s, encode {:.2}s, users {:.2}s, members {:.2}s, commit {:.2}s",
+        phases[0],
+        phases[1],
+        phases[2],
+        phases[3],
+        lap.elapsed().as_secs_f64()
+    );
+    t.elapsed().as_secs_f64()
+}
+
+/// By hand: `MFACTL_PG_BENCH_USERS=1000000 MFACTL_TEST_POSTGRES=… cargo test --release …
+/// bench_import -- --ignored --nocapture`: an import's writes at scale, each way of upserting.
+#[test]
+#[ignore]
+fn bench_import() {
+    let n: usize = std::env::var("MFACTL_PG_BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let template: User = serde_json::from_value(serde_json::json!({
+        "id": "x", "display-name": "Some Body", "groups": ["Staff"],
+        "password-set-at": "2026-01-01T00:00:00Z",
+        "methods": [{"id": "m-1", "kind": "authenticator-app", "registered-at": "2025-06-01T00:00:00Z"}],
+        "sessions": [{"id": "s-1", "issued-at": "2026-11-20T10:00:00Z"}]
+    }))
+    .unwrap();
+    let users: Vec<User> = (0..n)
+        .map(|i| {
+            let mut u = template.clone();
+            u.id = format!("user{i:07}@contoso.example");
+            u
+        })
+        .collect();
+    let ways = match std::env::var("MFACTL_PG_BENCH_WAYS").as_deref() {
+        Ok("chosen") => vec![Upsert::Chosen],
+        _ => vec![Upsert::Chosen, Upsert::Arrays, Upsert::Staged],
+    };
+    for how in ways {
+        let Some(url) = fresh_db(&format!("bench{}", how as u8)) else {
+            return;
+        };
+        let pg = Postgres::connect(&url, Duration::from_secs(5)).unwrap();
+        pg.init().unwrap();
+        pg.begin_write().unwrap();
+        pg.upsert_groups(&[Group {
+            name: "Staff".into(),
+            role_assignable: false,
+        }])
+        .unwrap();
+        pg.commit_write().unwrap();
+        let fresh = import(&pg, &users, how);
+        let again = import(&pg, &users, how);
+        println!(
+            "{how:?}: {n} users: new {fresh:.2}s ({:.0}/s), again {again:.2}s ({:.0}/s)",
+            n as f64 / fresh,
+            n as f64 / again
+        );
+    }
+}

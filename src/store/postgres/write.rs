@@ -134,7 +134,7 @@ impl Postgres {
     }
 
     /// The upsert of a few records: one statement over two arrays.
-    fn upsert_by_arrays(&self, keys: &[&str], recs: &[&[u8]]) -> Result<()> {
+    pub(super) fn upsert_by_arrays(&self, keys: &[&str], recs: &[&[u8]]) -> Result<()> {
         self.execute(
             Op::Write,
             "import",
@@ -148,7 +148,7 @@ impl Postgres {
 
     /// The upsert of many records, some in the store: `COPY` into a staging table, then one
     /// `INSERT … ON CONFLICT` from it.
-    fn upsert_staged(&self, latest: &[&(&str, &[u8])]) -> Result<()> {
+    pub(super) fn upsert_staged(&self, latest: &[&(&str, &[u8])]) -> Result<()> {
         let ctx = "import";
         self.staging(
             ctx,
@@ -187,6 +187,32 @@ impl Postgres {
             )?;
             return Ok(());
         }
+        // Many pairs: when none is in the table yet (a first import), `COPY` straight in;
+        // else `COPY` into a staging table and one anti-join insert (half the time of
+        // `ON CONFLICT DO NOTHING` here; safe, as the write lock keeps other mfactls out). A
+        // pair listed twice goes once.
+        let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+        let unique: Vec<&(&str, &str)> = pairs.iter().filter(|p| seen.insert(**p)).collect();
+        let (groups, users): (Vec<&str>, Vec<&str>) = unique.iter().map(|p| **p).unzip();
+        let rows = self.query(
+            Op::Read,
+            ctx,
+            "SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS v(g, u)
+                            JOIN mfactl.members m ON m.group_key = v.g AND m.user_key = v.u)",
+            &[&groups, &users],
+        )?;
+        let any_present = match rows.first() {
+            Some(r) => self.get(r, 0, &|| "members".into())?,
+            None => true,
+        };
+        if !any_present {
+            return self.copy_in(
+                ctx,
+                "COPY mfactl.members (group_key, user_key) FROM STDIN (FORMAT binary)",
+                &[Type::TEXT, Type::TEXT],
+                &mut unique.iter().map(|(g, u)| vec![g as _, u as _]),
+            );
+        }
         self.staging(
             ctx,
             "pg_temp.mfactl_members_in",
@@ -196,14 +222,15 @@ impl Postgres {
             ctx,
             "COPY pg_temp.mfactl_members_in (group_key, user_key) FROM STDIN (FORMAT binary)",
             &[Type::TEXT, Type::TEXT],
-            &mut pairs.iter().map(|(g, u)| vec![g as _, u as _]),
+            &mut unique.iter().map(|(g, u)| vec![g as _, u as _]),
         )?;
         self.batch(
             Op::Write,
             ctx,
             "INSERT INTO mfactl.members (group_key, user_key)
-             SELECT group_key, user_key FROM pg_temp.mfactl_members_in
-             ON CONFLICT DO NOTHING",
+             SELECT s.group_key, s.user_key FROM pg_temp.mfactl_members_in s
+             WHERE NOT EXISTS (SELECT 1 FROM mfactl.members m
+                               WHERE m.group_key = s.group_key AND m.user_key = s.user_key)",
         )
     }
 
