@@ -316,6 +316,23 @@ fn read_private(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
+/// What [`parse`] reads of `url` — host, port, user, database and password — for the fuzz
+/// target, which checks that [`redact`] leaves no password a parse could find.
+#[doc(hidden)]
+#[allow(clippy::type_complexity)]
+pub fn parsed_parts(url: &str) -> Result<(String, u16, String, String, Option<String>), String> {
+    parse(url).map(|t| {
+        let password = t.password.as_ref().map(|p| p.to_string());
+        (t.host, t.port, t.user, t.dbname, password)
+    })
+}
+
+/// A password-file line's fields, for the fuzz target.
+#[doc(hidden)]
+pub fn pgpass_line(line: &str) -> Vec<String> {
+    pgpass_fields(line).iter().map(|f| f.to_string()).collect()
+}
+
 /// A `.pgpass` line split into its five fields, escapes undone; the fifth (the password) runs
 /// to the end of the line.
 fn pgpass_fields(line: &str) -> Vec<Zeroizing<String>> {

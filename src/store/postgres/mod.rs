@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use connect::redact;
+#[doc(hidden)]
+pub use connect::{parsed_parts, pgpass_line};
 
 /// The advisory lock every mfactl takes to write: the two-key form, so that its class
 /// (`MFAC` as a big-endian number) keeps our ids apart from other applications' locks.
