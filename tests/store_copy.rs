@@ -128,3 +128,90 @@ fn a_copy_into_a_store_that_holds_anything_is_refused_and_changes_nothing() {
         o.stderr
     );
 }
+
+/// SQLite → PostgreSQL → SQLite: the same export, audit log, `audit verify` report and
+/// password hash at every step, and each copy carries on the same chain.
+#[test]
+fn a_store_copies_to_postgresql_and_back_unchanged() {
+    let Some(db) = pg::database() else { return };
+    let env = applied_example();
+    let url = db.url();
+    let back = env.path("back.db");
+    let back = back.to_str().unwrap();
+    let o = env.ok(&["store", "copy", &url]);
+    assert!(
+        o.stderr.contains("its audit chain verifies"),
+        "{}",
+        o.stderr
+    );
+    assert!(!o.stderr.contains(db.admin_password()), "{}", o.stderr);
+    on(&env, &url, &["store", "copy", back]);
+    let reads: [&[&str]; 4] = [
+        &["store", "export", "--format", "jsonl"],
+        &["audit", "--format", "json"],
+        &["audit", "verify"],
+        &["show", "bob@contoso.example"],
+    ];
+    for args in reads {
+        let source = env.ok(args);
+        for store in [url.as_str(), back] {
+            let copy = on(&env, store, args);
+            assert_eq!(copy.code, 0, "{args:?}: {}", copy.all());
+            assert_eq!(source.stdout, copy.stdout, "{args:?} differs on {store}");
+        }
+    }
+    let hash = stored_password_hash(&env.store, "bob@contoso.example");
+    assert!(hash.is_some());
+    assert_eq!(
+        stored_password_hash(std::path::Path::new(&url), "bob@contoso.example"),
+        hash
+    );
+    assert_eq!(
+        stored_password_hash(std::path::Path::new(back), "bob@contoso.example"),
+        hash
+    );
+    // The applied plan id travelled: refused on the PostgreSQL copy too.
+    let again = on(
+        &env,
+        &url,
+        &[
+            "--actor",
+            ADMIN,
+            "apply",
+            "--plan",
+            "plan.json",
+            "--credentials-out",
+            "c3.txt",
+        ],
+    );
+    assert_eq!(again.code, 4, "{}", again.all());
+}
+
+/// A broken chain is copied as it is, break and all: `audit verify` reports the same on the copy
+/// (a copy is not a way to launder an edited log).
+#[test]
+fn a_tampered_audit_log_copies_with_its_break() {
+    let env = applied_example();
+    let conn = rusqlite::Connection::open(&env.store).unwrap();
+    conn.execute(
+        "UPDATE audit SET actor = 'mallory@contoso.example' WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM audit_head", []).unwrap();
+    drop(conn);
+    let source = env.run(&["audit", "verify"]);
+    assert_ne!(source.code, 0, "{}", source.all());
+    let mut stores = vec![env.path("copy.db").to_str().unwrap().to_string()];
+    let db = pg::database();
+    if let Some(db) = &db {
+        stores.push(db.url());
+    }
+    for dest in &stores {
+        let o = env.ok(&["store", "copy", dest]);
+        assert!(o.stderr.contains("break"), "{}", o.stderr);
+        let copy = on(&env, dest, &["audit", "verify"]);
+        assert_eq!(copy.code, source.code, "{}", copy.all());
+        assert_eq!(copy.stdout, source.stdout);
+    }
+}

@@ -30,7 +30,7 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("store {0} is not an SQLite database ({1}); check the --store path")]
     NotSqlite(PathBuf, String),
-    #[error("store {0} is an SQLite database that mfactl did not create; refusing to touch it (check the --store path)")]
+    #[error("store {0} is a database that mfactl did not create; refusing to touch it (check the --store path)")]
     Foreign(PathBuf),
     #[error("store {path} has schema version {found}, newer than this mfactl knows ({known}); upgrade mfactl")]
     TooNew {

@@ -409,6 +409,9 @@ impl Postgres {
                 "UPDATE mfactl.meta SET value = $1 WHERE key = 'revision'",
                 &[&r],
             )?;
+            // The head is the source's, or none when the source has none (a deleted head is a
+            // break `audit verify` must report on the copy too): `init`'s empty head goes.
+            self.execute(Op::Write, ctx, "DELETE FROM mfactl.audit_head", &[])?;
         }
         if !groups.is_empty() {
             let keys: Vec<&str> = groups.iter().map(|g| g.0).collect();

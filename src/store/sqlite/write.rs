@@ -252,6 +252,11 @@ impl Sqlite {
                     self.conn
                         .execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", [r])
                         .map_err(&e)?;
+                    // The head is the source's, or none when the source has none (a deleted
+                    // head is a break `audit verify` must report on the copy too).
+                    self.conn
+                        .execute("DELETE FROM audit_head", [])
+                        .map_err(&e)?;
                 }
                 Piece::Group {
                     key,
