@@ -180,6 +180,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
                 allow_large,
                 credentials_out,
                 accept_broken_audit,
+                fence: None,
             };
             match plan {
                 Some(file) => apply::run_saved(

@@ -354,6 +354,7 @@ fn plan_and_apply(
             .as_ref()
             .map(|d| credentials::daemon_file(d, &plan.id)),
         accept_broken_audit: false,
+        fence: None,
     };
     let mut report = match apply_locked(tx, &plan, policy, actor, now, &opts) {
         Ok(None) => {
