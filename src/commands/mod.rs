@@ -227,6 +227,8 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             metrics_addr,
             log_format,
             signers,
+            lease,
+            replica_id,
         } => watch::run(
             ctx,
             watch::Options {
@@ -238,6 +240,8 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
                 metrics_addr,
                 log_format,
                 signers,
+                lease,
+                replica_id,
             },
         ),
     }
