@@ -176,6 +176,13 @@ pub enum Command {
         /// under review; the signers' roles decide, and --actor is only recorded
         #[arg(long, value_name = "FILE")]
         signers: Option<PathBuf>,
+        /// With replicas on a PostgreSQL store: how long a leader that stops renewing keeps the
+        /// lead before a standby takes over (between 1s and 1h)
+        #[arg(long, default_value = "15s", value_name = "DURATION")]
+        lease: String,
+        /// This replica's name in the lease, the logs and the fences [default: HOST:PID]
+        #[arg(long, value_name = "ID")]
+        replica_id: Option<String>,
     },
 }
 

@@ -403,6 +403,7 @@ fn healthz_and_metrics_answer_with_the_named_metrics() {
 
     let (status, body) = http_get(&addr, "/healthz");
     assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("leader\n"), "the one daemon leads: {body}");
     assert!(
         body.contains("last reconcile: applied (trigger start)"),
         "{body}"
@@ -419,6 +420,8 @@ fn healthz_and_metrics_answer_with_the_named_metrics() {
         "mfactl_changes_applied_total{action=\"revoke-sessions\"} 0",
         "mfactl_drifted_users 0",
         "mfactl_manifests_valid 1",
+        "mfactl_leader 1",
+        "mfactl_leadership_changes_total 1",
     ] {
         assert!(body.contains(expected), "{expected} missing from:\n{body}");
     }
@@ -939,4 +942,73 @@ fn a_symlink_in_the_watched_directory_was_skipped_without_a_word() {
         "{}",
         d.raw()
     );
+}
+
+#[test]
+fn a_second_watch_on_a_sqlite_store_exits_1_naming_the_first() {
+    let env = Env::example();
+    std::fs::create_dir(env.path("m")).unwrap();
+    let mut first = Daemon::start(&env, &["m", "--actor", ADMIN]);
+    first.nth_reconcile(1);
+    let leads = first
+        .events()
+        .into_iter()
+        .find(|e| e["message"] == "leader (epoch 0)");
+    assert!(leads.is_some(), "{}", first.raw());
+    let pid = format!("pid {} on ", first.child.id());
+    for args in [
+        &["watch", "m", "--actor", ADMIN][..],
+        &["watch", "m", "--once", "--actor", ADMIN][..],
+    ] {
+        let second = env.run(args);
+        assert_eq!(second.code, 1, "{args:?}: {}", second.all());
+        assert!(second.stderr.contains(&pid), "{args:?}: {}", second.stderr);
+        assert!(
+            second.stderr.contains("mfactl.db.watch.lock"),
+            "{}",
+            second.stderr
+        );
+        assert!(
+            second
+                .stderr
+                .contains("another `mfactl watch` runs on this store"),
+            "{}",
+            second.stderr
+        );
+    }
+    // Detecting once commits nothing, so it runs beside the daemon.
+    let detect = env.run(&["watch", "m", "--once", "--detect-only"]);
+    assert_eq!(detect.code, 0, "{}", detect.all());
+    assert!(first.alive());
+
+    // The kernel releases the lock of a killed daemon: the next one starts.
+    first.signal("KILL");
+    first.exited(DEADLINE);
+    let next = Daemon::start(&env, &["m", "--actor", ADMIN]);
+    assert_eq!(next.nth_reconcile(1)["trigger"], "start");
+}
+
+#[test]
+fn watch_refuses_a_bad_lease_or_replica_id() {
+    let env = Env::example();
+    std::fs::create_dir(env.path("m")).unwrap();
+    for (args, expected) in [
+        (
+            &["--lease", "0s"][..],
+            "--lease 0s: must be between 1s and 1h",
+        ),
+        (
+            &["--lease", "2h"][..],
+            "--lease 2h: must be between 1s and 1h",
+        ),
+        (
+            &["--lease", "soon"][..],
+            "--lease: `soon` is not a duration",
+        ),
+        (&["--replica-id", ""][..], "--replica-id : must be 1 to 200"),
+    ] {
+        let o = env.run(&[&["watch", "m", "--once", "--actor", ADMIN][..], args].concat());
+        assert_eq!(o.code, 1, "{args:?}: {}", o.all());
+        assert!(o.stderr.contains(expected), "{args:?}: {}", o.stderr);
+    }
 }

@@ -73,6 +73,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         allow_large: false,
         credentials_out: Some(PathBuf::from(CREDENTIALS)),
         accept_broken_audit: false,
+        fence: None,
     };
     match approve(
         &mut st,

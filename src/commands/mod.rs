@@ -180,6 +180,7 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
                 allow_large,
                 credentials_out,
                 accept_broken_audit,
+                fence: None,
             };
             match plan {
                 Some(file) => apply::run_saved(
@@ -227,6 +228,8 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
             metrics_addr,
             log_format,
             signers,
+            lease,
+            replica_id,
         } => watch::run(
             ctx,
             watch::Options {
@@ -238,6 +241,8 @@ pub fn run(cli: crate::cli::Cli) -> crate::error::CmdResult {
                 metrics_addr,
                 log_format,
                 signers,
+                lease,
+                replica_id,
             },
         ),
     }

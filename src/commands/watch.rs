@@ -4,6 +4,7 @@
 use super::Ctx;
 use crate::cli::LogFormat;
 use crate::error::{CmdResult, Failure};
+use crate::store::lease;
 use crate::watch::{self, reconcile::Settings, Daemon};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ pub struct Options {
     pub metrics_addr: Option<String>,
     pub log_format: LogFormat,
     pub signers: Option<PathBuf>,
+    pub lease: String,
+    pub replica_id: Option<String>,
 }
 
 /// Longer intervals are a mistake, and timers that far out overflow the clock arithmetic.
@@ -43,6 +46,11 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
             crate::util::escape_text(&opts.interval)
         )));
     }
+    let lease = parse_lease(&opts.lease)?;
+    let replica = match opts.replica_id {
+        Some(id) => check_replica_id(id)?,
+        None => lease::default_replica_id(),
+    };
     if let Some(dir) = &opts.credentials_dir {
         if !dir.is_dir() {
             return Err(Failure::invalid(format!(
@@ -56,6 +64,13 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
     let policy = ctx.policy()?;
     let unprotected = crate::ops::load::unprotected_warning(&st, &policy)?;
     drop(st);
+    // A second daemon on a SQLite store stops here, naming the first. `--once --detect-only`
+    // commits nothing, so it needs no leadership and runs beside the daemon.
+    let elector = if opts.once && opts.detect_only {
+        None
+    } else {
+        Some(lease::elector(&ctx.settings.store, &replica, lease)?)
+    };
     init_logging(&ctx, opts.log_format);
     watch::log_panics();
     // Once, at start: every reconcile rereads the policies, but a warning each --interval
@@ -84,12 +99,17 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
             ctx.lock_timeout.min(DAEMON_LOCK_WAIT)
         },
     };
+    let Some(elector) = elector else {
+        return watch::once(&ctx.settings, &settings, None);
+    };
     if opts.once {
-        return Ok(watch::once(&ctx.settings, &settings));
+        return watch::once(&ctx.settings, &settings, Some((elector, &replica)));
     }
     let daemon = Daemon {
         interval: Duration::from_secs(secs as u64),
         metrics_addr: opts.metrics_addr,
+        replica,
+        elector,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,6 +122,31 @@ pub fn run(ctx: Ctx, opts: Options) -> CmdResult {
     ));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// `--lease`: whole seconds, between [`lease::MIN_LEASE`] and [`lease::MAX_LEASE`].
+fn parse_lease(text: &str) -> Result<Duration, Failure> {
+    let secs = crate::policy::parse_duration(text)
+        .map_err(|m| Failure::invalid(format!("--lease: {m}")))?;
+    let lease = Duration::from_secs(secs.max(0) as u64);
+    if secs < 0 || lease < lease::MIN_LEASE || lease > lease::MAX_LEASE {
+        return Err(Failure::invalid(format!(
+            "--lease {}: must be between 1s and 1h",
+            crate::util::escape_text(text)
+        )));
+    }
+    Ok(lease)
+}
+
+/// `--replica-id`: shown in logs and stored in the lease, so printable and of a sane length.
+fn check_replica_id(id: String) -> Result<String, Failure> {
+    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+        return Err(Failure::invalid(format!(
+            "--replica-id {}: must be 1 to 200 printable characters",
+            crate::util::escape_text(&id)
+        )));
+    }
+    Ok(id)
 }
 
 /// Logs go to stderr, as text (coloured on a terminal) or one JSON object per line.

@@ -15,6 +15,7 @@ use crate::model::{key_of, Action, Secret, Timestamp};
 use crate::plan::Plan;
 use crate::policy::{Policy, Verdict};
 use crate::store;
+use crate::store::lease::Fence;
 use crate::util::escape_text;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub struct Options {
     pub credentials_out: Option<PathBuf>,
     /// Append to a broken audit chain, recording that in the chain.
     pub accept_broken_audit: bool,
+    /// A watch replica's leadership: checked in the transaction just before the commit, so
+    /// that a replica that no longer leads commits nothing. `None` outside the daemon.
+    pub fence: Option<Fence>,
 }
 
 /// The plan under the write lock that `tx` holds: what the apply will write. With `preview` (the
@@ -149,6 +153,12 @@ pub fn apply_locked_with(
             interrupts.caught().is_some()
         });
         interrupts.check()?; // the last moment a signal stops the apply
+        if let Some(f) = &opts.fence {
+            store::failpoint_wait("apply-wait-before-fence", &|| {
+                interrupts.caught().is_some() || failpoint_released()
+            });
+            check_fence(&tx, f)?;
+        }
         tx.commit()?;
         Ok(rev)
     });
@@ -179,6 +189,31 @@ pub fn apply_locked_with(
         revision,
         credentials,
     }))
+}
+
+/// Refuses the commit of a replica that no longer leads (its transaction then rolls back).
+fn check_fence(tx: &crate::store::Tx<'_>, fence: &Fence) -> Result<(), Failure> {
+    if tx.check_fence(fence)? {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Kind::Conflict,
+        format!(
+            "this replica no longer leads (epoch {}); nothing was applied",
+            fence.epoch()
+        ),
+    ))
+}
+
+/// Test hook, for `store::failpoint_wait`'s `until`: true once the test has deleted the file
+/// `MFACTL_FAILPOINT_MARK` names (which the failpoint created), so that a test can hold a
+/// replica just before its fence, freeze it (SIGSTOP), and let it go on, in that order.
+fn failpoint_released() -> bool {
+    #[cfg(feature = "failpoints")]
+    if let Some(mark) = std::env::var_os("MFACTL_FAILPOINT_MARK") {
+        return !Path::new(&mark).exists();
+    }
+    false
 }
 
 /// How many denied changes an error lists before summarising the rest.

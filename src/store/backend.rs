@@ -5,6 +5,7 @@
 //! a backend only reads and writes rows. The workflows see `&Conn` (`dyn Backend`) and never
 //! learn which one they hold.
 
+use super::lease::Fence;
 use super::record::Stored;
 use super::Result;
 use crate::model::{AuditRecord, Group, Timestamp, User};
@@ -229,6 +230,15 @@ pub trait Backend {
     /// Records the head of the audit chain (writing the row anew if it was deleted).
     fn set_audit_head(&self, hash: &str, count: i64) -> Result<()>;
     fn record_applied(&self, plan_id: &str, at: Timestamp, revision: i64) -> Result<()>;
+    /// Whether the watch replica `fence` names still leads, checked inside the write
+    /// transaction just before it commits: `Ok(false)` means another replica took over, and
+    /// the caller must not commit. A backend with replicas (PostgreSQL) also locks the lease
+    /// row until the commit, so that no takeover lands in between (see
+    /// [`super::lease::postgres::FENCE_SQL`]). A SQLite store has one daemon at most: always
+    /// true.
+    fn check_fence(&self, _fence: &Fence) -> Result<bool> {
+        Ok(true)
+    }
     /// Settings for a large write (an import), on before its transaction, off after it.
     fn bulk_mode(&self, _on: bool) -> Result<()> {
         Ok(())

@@ -9,6 +9,7 @@ pub mod backend;
 mod copy;
 mod export;
 mod import;
+pub mod lease;
 pub mod postgres;
 pub mod record;
 pub mod sqlite;

@@ -45,6 +45,8 @@ pub struct Metrics {
     drifted: Gauge,
     last_success: Gauge<f64, AtomicU64>,
     manifests_valid: Gauge,
+    leader: Gauge,
+    leadership_changes: Counter,
     last: Mutex<Option<String>>,
 }
 
@@ -63,6 +65,8 @@ impl Metrics {
         let drifted = Gauge::default();
         let last_success = Gauge::<f64, AtomicU64>::default();
         let manifests_valid = Gauge::default();
+        let leader = Gauge::default();
+        let leadership_changes = Counter::default();
         // Every series exists from the start at 0, so rate() and alerts work before the first event.
         for o in Outcome::ALL {
             let _ = reconciles.get_or_create(&ResultLabel {
@@ -104,6 +108,16 @@ impl Metrics {
             "1 when the manifests last read were valid, else 0",
             manifests_valid.clone(),
         );
+        registry.register(
+            "mfactl_leader",
+            "1 while this replica leads (reconciles), 0 while it stands by",
+            leader.clone(),
+        );
+        registry.register(
+            "mfactl_leadership_changes",
+            "Times this replica became leader or stopped leading",
+            leadership_changes.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -112,6 +126,8 @@ impl Metrics {
             drifted,
             last_success,
             manifests_valid,
+            leader,
+            leadership_changes,
             last: Mutex::new(None),
         }
     }
@@ -152,10 +168,26 @@ impl Metrics {
         }
     }
 
+    /// Whether this replica leads now: the gauge and the health body follow it.
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
+    }
+
+    pub fn leadership_changed(&self) {
+        self.leadership_changes.inc();
+    }
+
+    /// `leader` or `standby`, then the last reconcile this replica ran (a standby's is from
+    /// when it last led, or `none yet`).
     fn health(&self) -> String {
         let last = self.last.lock().ok().and_then(|l| l.clone());
+        let role = if self.leader.get() == 1 {
+            "leader"
+        } else {
+            "standby"
+        };
         format!(
-            "ok\n{}\n",
+            "{role}\n{}\n",
             last.unwrap_or_else(|| "last reconcile: none yet".into())
         )
     }
@@ -226,10 +258,26 @@ mod tests {
             "mfactl_drifted_users 0",
             "mfactl_last_success_timestamp_seconds",
             "mfactl_manifests_valid 0",
+            "mfactl_leader 0",
+            "mfactl_leadership_changes_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
         assert!(m.health().contains("none yet"));
+        assert!(m.health().starts_with("standby\n"), "{}", m.health());
+    }
+
+    #[test]
+    fn the_role_shows_in_health_and_metrics() {
+        let m = Metrics::new();
+        m.set_leader(true);
+        m.leadership_changed();
+        assert!(m.health().starts_with("leader\n"), "{}", m.health());
+        let text = m.encode().unwrap();
+        assert!(text.contains("mfactl_leader 1"), "{text}");
+        assert!(text.contains("mfactl_leadership_changes_total 1"), "{text}");
+        m.set_leader(false);
+        assert!(m.health().starts_with("standby\n"), "{}", m.health());
     }
 
     #[test]

@@ -5,13 +5,19 @@
 //! One `tokio::select!` loop owns the schedule: one reconcile at a time, on a blocking thread; a
 //! trigger while one runs schedules exactly one more. SIGINT/SIGTERM let the reconcile in flight
 //! finish (a transaction is never cut), then the daemon exits 0.
+//!
+//! Only the leader reconciles ([`leader`]): a standby keeps its file watches, its timer and its
+//! HTTP endpoint, but starts nothing; becoming leader reconciles at once, and losing the lead
+//! stops the next reconcile from starting (one in flight is refused at its fence).
 
 pub mod files;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 
-use crate::error::{Exit, Failure};
+use crate::error::{Exit, Failure, Kind};
 use crate::ops;
+use crate::store::lease::{Elector, Fence, Role};
 use crate::util::escape_text;
 use files::{Note, Signal, Watches};
 use metrics::Metrics;
@@ -19,7 +25,7 @@ use reconcile::{Outcome, Report, Settings, Trigger};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 /// A burst of saves is one reconcile: it runs once the files have been quiet this long...
@@ -34,6 +40,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub struct Daemon {
     pub interval: Duration,
     pub metrics_addr: Option<String>,
+    /// This replica's id (`--replica-id`), which the lease and every fence name.
+    pub replica: String,
+    /// Who leads among the daemons on the store.
+    pub elector: Box<dyn Elector>,
 }
 
 /// One reconcile at a time; a trigger while one runs queues exactly one more (the first
@@ -64,6 +74,11 @@ impl Scheduler {
         Some(next)
     }
 
+    /// Drops the queued trigger: this replica no longer leads, so it starts nothing more.
+    pub fn drop_pending(&mut self) {
+        self.pending = None;
+    }
+
     #[cfg(test)]
     pub fn is_running(&self) -> bool {
         self.running
@@ -86,11 +101,47 @@ pub fn log_panics() {
     }));
 }
 
-/// `watch --once`: one reconcile on this thread, logged, and apply's exit code.
-pub fn once(base: &ops::Settings, settings: &Settings) -> Exit {
-    let report = reconcile::reconcile(base, settings);
+/// `watch --once`: one reconcile on this thread, logged, and apply's exit code. With an
+/// elector (every mode but `--detect-only`, which commits nothing), only as the leader: it
+/// takes the lead for this one reconcile and gives it up after; while another replica leads,
+/// it reconciles nothing and exits 4.
+pub fn once(
+    base: &ops::Settings,
+    settings: &Settings,
+    election: Option<(Box<dyn Elector>, &str)>,
+) -> Result<Exit, Failure> {
+    let (fence, elector) = match election {
+        None => (None, None),
+        Some((mut elector, replica)) => match elector.poll()? {
+            Role::Leader { epoch } => (Some(Fence::new(replica, epoch)), Some(elector)),
+            Role::Standby { leader } => {
+                return Err(Failure::new(
+                    Kind::Conflict,
+                    format!(
+                        "another watch replica leads ({}); `watch --once` reconciles only as \
+                         the leader; nothing was applied",
+                        leader.map_or("its id unknown".into(), |l| {
+                            escape_text(&l).into_owned()
+                        })
+                    ),
+                ))
+            }
+        },
+    };
+    let report = reconcile::reconcile(base, settings, fence.as_ref());
+    if let Some(mut elector) = elector {
+        elector.resign();
+    }
     log_report(Trigger::Start, &report, settings);
-    report.outcome.exit()
+    Ok(report.outcome.exit())
+}
+
+/// The fence of a reconcile started now, or `None` when this replica does not lead.
+fn fence_of(role: &Role, replica: &str) -> Option<Fence> {
+    match role {
+        Role::Leader { epoch } => Some(Fence::new(replica, *epoch)),
+        Role::Standby { .. } => None,
+    }
 }
 
 /// Runs the daemon until SIGINT or SIGTERM; `Ok(Exit::Ok)` after a clean shutdown.
@@ -100,8 +151,29 @@ pub async fn run(
     daemon: Daemon,
 ) -> Result<Exit, Failure> {
     let metrics = Arc::new(Metrics::new());
+    let Daemon {
+        interval,
+        metrics_addr,
+        replica,
+        mut elector,
+    } = daemon;
+    // The first poll before anything else: a single SQLite daemon starts as the leader, at once.
+    let (first, elector) = tokio::task::spawn_blocking(move || {
+        let first = elector.poll().unwrap_or_else(|e| {
+            tracing::warn!("leader election: {e}");
+            Role::Standby { leader: None }
+        });
+        (first, elector)
+    })
+    .await
+    .map_err(|e| Failure::error(format!("the leader election failed at start: {e}")))?;
+    leader::changed(&Role::Standby { leader: None }, &first, &metrics);
+    let (role_tx, mut roles) = watch::channel(first.clone());
+    let election = leader::Election::start(elector, first, role_tx, metrics.clone())
+        .map_err(|e| Failure::error(format!("cannot start the leader election: {e}")))?;
+    let mut election_alive = true;
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let server = match &daemon.metrics_addr {
+    let server = match &metrics_addr {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr.as_str())
                 .await
@@ -143,12 +215,13 @@ pub async fn run(
 
     tracing::info!(
         paths = %settings.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
-        interval_s = daemon.interval.as_secs(),
+        interval_s = interval.as_secs(),
+        replica = %escape_text(&replica),
         mode = if settings.detect_only { "detect-only" } else { "apply" },
         "watching"
     );
 
-    let mut timer = tokio::time::interval_at(Instant::now() + daemon.interval, daemon.interval);
+    let mut timer = tokio::time::interval_at(Instant::now() + interval, interval);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sched = Scheduler::default();
     let mut running: Option<(Trigger, tokio::task::JoinHandle<Report>)> = None;
@@ -157,15 +230,21 @@ pub async fn run(
     let mut retry: Option<Instant> = None;
     let mut backoff = BACKOFF_START;
 
-    let start = |t: Trigger| {
+    // Starts a reconcile fenced with the current leadership; only called while leading.
+    let start = |t: Trigger, role: &Role| {
         let (base, settings) = (base.clone(), settings.clone());
+        let fence = fence_of(role, &replica);
         (
             t,
-            tokio::task::spawn_blocking(move || reconcile::reconcile(&base, &settings)),
+            tokio::task::spawn_blocking(move || {
+                reconcile::reconcile(&base, &settings, fence.as_ref())
+            }),
         )
     };
-    if let Some(t) = sched.trigger(Trigger::Start) {
-        running = Some(start(t));
+    if roles.borrow().is_leader() {
+        if let Some(t) = sched.trigger(Trigger::Start) {
+            running = Some(start(t, &roles.borrow()));
+        }
     }
 
     loop {
@@ -183,8 +262,33 @@ pub async fn run(
                     retry = None;
                     backoff = BACKOFF_START;
                 }
-                if let Some(t) = sched.finished() {
-                    running = Some(start(t));
+                // A standby runs nothing queued while it led.
+                let role = leading(&roles, election_alive);
+                if role.is_none() {
+                    sched.drop_pending();
+                }
+                if let (Some(t), Some(role)) = (sched.finished(), role) {
+                    running = Some(start(t, &role));
+                }
+            }
+            changed = roles.changed(), if election_alive => {
+                if changed.is_err() {
+                    // The election thread ended (it never should before shutdown): stand by.
+                    election_alive = false;
+                    tracing::error!("the leader election stopped; this replica stands by");
+                    metrics.set_leader(false);
+                    continue;
+                }
+                let role = roles.borrow_and_update().clone();
+                if role.is_leader() {
+                    retry = None;
+                    backoff = BACKOFF_START;
+                    if let Some(t) = sched.trigger(Trigger::Leader) {
+                        running = Some(start(t, &role));
+                    }
+                } else {
+                    sched.drop_pending();
+                    retry = None;
                 }
             }
             Some(sig) = events.recv() => match sig {
@@ -198,20 +302,27 @@ pub async fn run(
             _ = sleep_until(burst.map_or(far, |(_, d)| d)), if burst.is_some() => {
                 burst = None;
                 log_notes(watches.rearm());
-                if let Some(t) = sched.trigger(Trigger::File) {
-                    running = Some(start(t));
+                let role = leading(&roles, election_alive);
+                if let Some(role) = role {
+                    if let Some(t) = sched.trigger(Trigger::File) {
+                        running = Some(start(t, &role));
+                    }
                 }
             }
             _ = timer.tick() => {
                 log_notes(watches.rearm());
-                if let Some(t) = sched.trigger(Trigger::Timer) {
-                    running = Some(start(t));
+                if let Some(role) = leading(&roles, election_alive) {
+                    if let Some(t) = sched.trigger(Trigger::Timer) {
+                        running = Some(start(t, &role));
+                    }
                 }
             }
             _ = sleep_until(retry.unwrap_or(far)), if retry.is_some() => {
                 retry = None;
-                if let Some(t) = sched.trigger(Trigger::Retry) {
-                    running = Some(start(t));
+                if let Some(role) = leading(&roles, election_alive) {
+                    if let Some(t) = sched.trigger(Trigger::Retry) {
+                        running = Some(start(t, &role));
+                    }
                 }
             }
         }
@@ -221,12 +332,20 @@ pub async fn run(
         tracing::info!("finishing the reconcile in flight");
         finished(trigger, handle.await, &metrics, &settings);
     }
+    // Resign only now: no reconcile of this replica can commit any more.
+    let _ = tokio::task::spawn_blocking(move || election.stop()).await;
     let _ = stop_http.send(());
     if let Some(server) = server {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     }
     tracing::info!("stopped");
     Ok(Exit::Ok)
+}
+
+/// The current role, if this replica leads (and its election still runs).
+fn leading(roles: &watch::Receiver<Role>, election_alive: bool) -> Option<Role> {
+    let role = roles.borrow().clone();
+    (election_alive && role.is_leader()).then_some(role)
 }
 
 fn finished(
@@ -280,7 +399,7 @@ pub fn log_report(trigger: Trigger, r: &Report, settings: &Settings) {
     for line in &r.problems {
         let msg = line.strip_prefix("error: ").unwrap_or(line);
         match r.outcome {
-            Outcome::Denied | Outcome::Locked => {
+            Outcome::Denied | Outcome::Locked | Outcome::Fenced => {
                 tracing::warn!(trigger = %trigger.as_str(), "{msg}")
             }
             _ => tracing::error!(trigger = %trigger.as_str(), "{msg}"),

@@ -13,6 +13,7 @@ use crate::ops::load::{self, manifests, Loaded};
 use crate::ops::plan::{compute_plan, Who};
 use crate::ops::{self, signed};
 use crate::plan::Plan;
+use crate::store::lease::Fence;
 use crate::store::{Store, StoreError};
 use crate::util::escape_text;
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub enum Trigger {
     File,
     Timer,
     Retry,
+    /// This replica became the leader.
+    Leader,
 }
 
 impl Trigger {
@@ -51,6 +54,7 @@ impl Trigger {
             Trigger::File => "file",
             Trigger::Timer => "timer",
             Trigger::Retry => "retry",
+            Trigger::Leader => "leader",
         }
     }
 }
@@ -72,6 +76,9 @@ pub enum Outcome {
     NeedsCredentials,
     /// The store stayed locked by another writer; retried with backoff.
     Locked,
+    /// Another replica took over while this one planned: its apply was refused at the fence,
+    /// nothing was committed, and this replica stands by.
+    Fenced,
     /// Anything else: an unreadable store or policies, I/O.
     Error,
     /// The reconcile panicked (a bug): caught, logged, nothing of it committed, the daemon goes on.
@@ -79,7 +86,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Applied,
         Outcome::InSync,
         Outcome::Drift,
@@ -87,6 +94,7 @@ impl Outcome {
         Outcome::Denied,
         Outcome::NeedsCredentials,
         Outcome::Locked,
+        Outcome::Fenced,
         Outcome::Error,
         Outcome::Panic,
     ];
@@ -100,6 +108,7 @@ impl Outcome {
             Outcome::Denied => "denied",
             Outcome::NeedsCredentials => "needs-credentials",
             Outcome::Locked => "locked",
+            Outcome::Fenced => "fenced",
             Outcome::Error => "error",
             Outcome::Panic => "panic",
         }
@@ -117,7 +126,9 @@ impl Outcome {
             Kind::Denied => Outcome::Denied,
             Kind::NeedsCredentials => Outcome::NeedsCredentials,
             Kind::Locked => Outcome::Locked,
-            Kind::Conflict | Kind::Error => Outcome::Error,
+            // Nothing else of a reconcile ends in a conflict: the fence refused the commit.
+            Kind::Conflict => Outcome::Fenced,
+            Kind::Error => Outcome::Error,
         }
     }
 
@@ -129,7 +140,7 @@ impl Outcome {
                 Exit::Error
             }
             Outcome::Denied => Exit::Denied,
-            Outcome::Locked => Exit::Conflict,
+            Outcome::Locked | Outcome::Fenced => Exit::Conflict,
         }
     }
 }
@@ -204,13 +215,15 @@ impl Report {
     }
 }
 
-/// Reloads everything and plans; applies unless `settings.detect_only`. A panic (a bug; no input
+/// Reloads everything and plans; applies unless `settings.detect_only`, fenced with `fence` (this
+/// replica's leadership; the apply commits only while it still holds). A panic (a bug; no input
 /// should cause one) ends only this reconcile: its transaction rolls back as it unwinds, and the
 /// report says what happened, so the daemon keeps its last good state and keeps running.
-pub fn reconcile(base: &ops::Settings, settings: &Settings) -> Report {
+pub fn reconcile(base: &ops::Settings, settings: &Settings, fence: Option<&Fence>) -> Report {
     let started = Instant::now();
     // Nothing outlives a reconcile but the report: it reloads everything and opens its own store.
-    let mut report = match std::panic::catch_unwind(AssertUnwindSafe(|| run(base, settings))) {
+    let mut report = match std::panic::catch_unwind(AssertUnwindSafe(|| run(base, settings, fence)))
+    {
         Ok(report) => report,
         Err(payload) => panicked(panic_message(payload.as_ref())),
     };
@@ -253,7 +266,7 @@ fn failpoint_panic() {
     }
 }
 
-fn run(base: &ops::Settings, settings: &Settings) -> Report {
+fn run(base: &ops::Settings, settings: &Settings, fence: Option<&Fence>) -> Report {
     let input = match load_stable(&settings.paths) {
         Ok(input) => input,
         Err(f) => {
@@ -262,7 +275,7 @@ fn run(base: &ops::Settings, settings: &Settings) -> Report {
             return r;
         }
     };
-    let mut report = run_loaded(base, settings, &input);
+    let mut report = run_loaded(base, settings, &input, fence);
     report.warnings = input
         .skipped_links
         .iter()
@@ -272,7 +285,12 @@ fn run(base: &ops::Settings, settings: &Settings) -> Report {
 }
 
 /// [`run`], once the manifests are read.
-fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Report {
+fn run_loaded(
+    base: &ops::Settings,
+    settings: &Settings,
+    input: &Loaded,
+    fence: Option<&Fence>,
+) -> Report {
     // `MFACTL_NOW` was checked at startup; a daemon must not plan with a stale clock.
     let now = ops::now().unwrap_or_else(|_| ops::wall_clock());
     // Invalid policies are like invalid manifests: logged, nothing applied, the store left in
@@ -325,7 +343,7 @@ fn run_loaded(base: &ops::Settings, settings: &Settings, input: &Loaded) -> Repo
         },
         None => Vec::new(),
     };
-    let mut report = plan_and_apply(tx, input, &policy, who, actor, now, settings);
+    let mut report = plan_and_apply(tx, input, &policy, who, actor, now, settings, fence);
     report.settled = settled;
     report
 }
@@ -340,6 +358,7 @@ fn plan_and_apply(
     actor: &str,
     now: Timestamp,
     settings: &Settings,
+    fence: Option<&Fence>,
 ) -> Report {
     let plan = match compute_plan(&*tx, input, policy, who, now) {
         Ok(plan) => plan,
@@ -354,6 +373,7 @@ fn plan_and_apply(
             .as_ref()
             .map(|d| credentials::daemon_file(d, &plan.id)),
         accept_broken_audit: false,
+        fence: fence.cloned(),
     };
     let mut report = match apply_locked(tx, &plan, policy, actor, now, &opts) {
         Ok(None) => {
@@ -522,5 +542,6 @@ mod tests {
         assert_eq!(Outcome::NeedsCredentials.exit(), Exit::Error);
         assert_eq!(Outcome::Denied.exit(), Exit::Denied);
         assert_eq!(Outcome::Locked.exit(), Exit::Conflict);
+        assert_eq!(Outcome::Fenced.exit(), Exit::Conflict);
     }
 }

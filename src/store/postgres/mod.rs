@@ -97,6 +97,16 @@ pub fn init(url: &str, lock_timeout: Duration) -> Result<(Box<dyn Backend>, Init
     Ok((Box::new(pg), done))
 }
 
+/// A connection of its own to the database at `url`, with the store's TLS modes and password
+/// sources: the watch lease's, which must never be the store's (a session lock lives and dies
+/// with its connection).
+pub fn dedicated_client(url: &str) -> Result<postgres::Client> {
+    let name = PathBuf::from(redact(url));
+    let target = connect::parse(url)
+        .map_err(|detail| StoreError::Invalid(format!("store {}: {detail}", name.display())))?;
+    connect::connect(&target).map_err(|detail| StoreError::Io { path: name, detail })
+}
+
 impl Postgres {
     /// Connects to the database at `url` (libpq-style; see [`connect`]). Nothing is read or
     /// checked yet: [`Postgres::check_version`] or [`Postgres::init`] come next.
@@ -415,6 +425,16 @@ impl Backend for Postgres {
 
     fn plan_applied(&self, plan_id: &str) -> Result<bool> {
         self.read_plan_applied(plan_id)
+    }
+
+    fn check_fence(&self, fence: &crate::store::lease::Fence) -> Result<bool> {
+        let rows = self.query(
+            Op::Read,
+            "checking this replica's lease",
+            crate::store::lease::postgres::FENCE_SQL,
+            &[&fence.holder(), &fence.epoch()],
+        )?;
+        Ok(!rows.is_empty())
     }
 
     fn each_audit(
