@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 /// Real git repositories, SSH keys and signed commits (for `--signers` and `mfactl::git`).
 pub mod git;
 pub mod pg;
+/// `mfactl watch` replicas on a PostgreSQL store.
+pub mod replica;
 
 /// The clock every test runs at (MFACTL_NOW); the example tenant's dates lie before it.
 pub const NOW: &str = "2026-11-30T12:00:00Z";
