@@ -231,7 +231,7 @@ impl Tenant {
 
 /// Generates (or reuses) a tenant of `users` users with `declared` declared, optionally without a
 /// store of its own (`store_from`) and with the import file.
-fn tenant(
+pub fn tenant(
     cfg: &Config,
     name: &str,
     users: usize,
@@ -353,12 +353,12 @@ impl Reference {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-fn range(v: impl Iterator<Item = Duration> + Clone) -> (Duration, Duration) {
+pub fn range(v: impl Iterator<Item = Duration> + Clone) -> (Duration, Duration) {
     (
         v.clone().min().unwrap_or_default(),
         v.max().unwrap_or_default(),
@@ -388,7 +388,7 @@ impl Report {
     }
 }
 
-fn expect(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+pub fn expect(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if cond {
         Ok(())
     } else {
@@ -832,7 +832,7 @@ pub struct Tenants {
 }
 
 /// `mfactl --store STORE store export --format FORMAT > OUT`, untimed.
-fn export_to(cfg: &Config, store: &Path, format: &str, out: &Path) -> Result<(), String> {
+pub fn export_to(cfg: &Config, store: &Path, format: &str, out: &Path) -> Result<(), String> {
     let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let status = Command::new(BIN)
         .current_dir(&cfg.dir)
@@ -854,7 +854,7 @@ fn export_to(cfg: &Config, store: &Path, format: &str, out: &Path) -> Result<(),
 }
 
 /// Whether two files hold the same bytes, read a megabyte at a time.
-fn same_bytes(a: &Path, b: &Path) -> Result<bool, String> {
+pub fn same_bytes(a: &Path, b: &Path) -> Result<bool, String> {
     let open = |p: &Path| {
         std::fs::File::open(p)
             .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
@@ -877,14 +877,14 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool, String> {
     }
 }
 
-fn remove_store(p: &Path) {
+pub fn remove_store(p: &Path) {
     let s = p.display().to_string();
     for f in [s.clone(), format!("{s}-wal"), format!("{s}-shm")] {
         let _ = std::fs::remove_file(f);
     }
 }
 
-fn copy_store(from: &Path, to: &Path) -> Result<(), String> {
+pub fn copy_store(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::copy(from, to)
         .map(|_| ())
         .map_err(|e| format!("copy {}: {e}", from.display()))
@@ -1535,7 +1535,7 @@ pub fn bare_writes(store: &Path, changes: &[Planned]) -> Result<(Duration, Strin
     ))
 }
 
-fn secs(d: Duration) -> String {
+pub fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 1.0 {
         format!("{:.0} ms", s * 1000.0)
@@ -1548,7 +1548,7 @@ fn mib(kib: u64) -> String {
     format!("{:.0} MB", kib as f64 * 1024.0 / 1e6)
 }
 
-fn thousands(n: usize) -> String {
+pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
