@@ -221,6 +221,14 @@ pub trait Backend {
     fn upsert_records(&self, records: &[(&str, &[u8])]) -> Result<()>;
     /// Adds `(group_key, user_key)` pairs to the group index (present ones are left).
     fn insert_members(&self, pairs: &[(&str, &str)]) -> Result<()>;
+    /// Writes the records and group-index rows of users the store does not hold (the caller
+    /// has just read their keys and found none): no row can conflict, so a backend may write
+    /// them without looking. By default, [`Backend::upsert_records`] and
+    /// [`Backend::insert_members`].
+    fn insert_new_users(&self, records: &[(&str, &[u8])], members: &[(&str, &str)]) -> Result<()> {
+        self.upsert_records(records)?;
+        self.insert_members(members)
+    }
     /// Removes `(group_key, user_key)` pairs from the group index.
     fn delete_members(&self, pairs: &[(&str, &str)]) -> Result<()>;
     /// Removes every group-index row of these users.

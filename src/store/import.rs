@@ -122,17 +122,22 @@ pub fn write_users(
             .zip(&encoded)
             .map(|((k, _), r)| (*k, r.as_slice()))
             .collect();
-        tx.upsert_records(&rows)?;
         let pairs: Vec<(&str, &str)> = (members.iter())
             .map(|(g, i)| (g.as_str(), chunk[*i].0))
             .collect();
-        tx.insert_members(&pairs)?;
+        if old.is_empty() {
+            // None of these users is in the store (a first import, say).
+            tx.insert_new_users(&rows, &pairs)?;
+        } else {
+            tx.upsert_records(&rows)?;
+            tx.insert_members(&pairs)?;
+        }
     }
     Ok(())
 }
 
-/// For each of `users` the store holds: the time and hash of their password, if it has a hash.
-/// Their old group-index rows are deleted here (every member row of a user whose record does not
+/// For each of `users` the store holds: the time and hash of their password, if it has a hash
+/// (none for a record that does not decode). Their old group-index rows are deleted here (every member row of a user whose record does not
 /// decode: the import replaces that record).
 fn old_records(
     tx: &dyn Backend,
@@ -148,7 +153,10 @@ fn old_records(
                 gone.extend(s.user.groups.iter().map(|g| (key_of(g), key.clone())));
                 out.insert(key, s.user.password_set_at.zip(s.password_hash));
             }
-            None => damaged.push(key),
+            None => {
+                out.insert(key.clone(), None);
+                damaged.push(key);
+            }
         }
     }
     let pairs: Vec<(&str, &str)> = gone.iter().map(|(g, u)| (g.as_str(), u.as_str())).collect();

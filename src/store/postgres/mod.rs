@@ -484,6 +484,10 @@ impl Backend for Postgres {
         self.write_insert_members(pairs)
     }
 
+    fn insert_new_users(&self, records: &[(&str, &[u8])], members: &[(&str, &str)]) -> Result<()> {
+        self.write_insert_new_users(records, members)
+    }
+
     fn delete_members(&self, pairs: &[(&str, &str)]) -> Result<()> {
         self.write_delete_members(pairs)
     }

@@ -234,6 +234,38 @@ impl Postgres {
         )
     }
 
+    /// Users the store does not hold: many go by `COPY` straight into both tables, without the
+    /// reads [`Self::write_upsert_records`] and [`Self::write_insert_members`] make first; a
+    /// few as those do. A pair or key listed twice goes once.
+    pub(super) fn write_insert_new_users(
+        &self,
+        records: &[(&str, &[u8])],
+        members: &[(&str, &str)],
+    ) -> Result<()> {
+        self.writing()?;
+        let latest = last_of_each(records, |(k, _)| k);
+        if latest.len() < COPY_FROM {
+            self.write_upsert_records(records)?;
+            return self.write_insert_members(members);
+        }
+        self.copy_in(
+            "import",
+            "COPY mfactl.users (key, record) FROM STDIN (FORMAT binary)",
+            &[Type::TEXT, Type::BYTEA],
+            &mut latest.iter().map(|(k, r)| vec![k as _, r as _]),
+        )?;
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        self.copy_in(
+            "write group members",
+            "COPY mfactl.members (group_key, user_key) FROM STDIN (FORMAT binary)",
+            &[Type::TEXT, Type::TEXT],
+            &mut members
+                .iter()
+                .filter(|p| seen.insert(**p))
+                .map(|(g, u)| vec![g as _, u as _]),
+        )
+    }
+
     pub(super) fn write_delete_members(&self, pairs: &[(&str, &str)]) -> Result<()> {
         self.writing()?;
         if pairs.is_empty() {
