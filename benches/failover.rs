@@ -11,7 +11,8 @@
 //! it: its own state directory (here its own working directory), its own `--replica-id`. Each
 //! round SIGKILLs the leader, then changes the manifest (a later `revoke-sessions-before` for one
 //! user), and times from the kill to the standby's `leader` log line and to its `applied`
-//! reconcile. A new standby is then started for the next round, so each replica leads once.
+//! reconcile. The kills fall at twenty points spread over the standby's poll cycle (a fifth of
+//! the lease). A new standby is then started for the next round, so each replica leads once.
 //! Afterwards the audit log must hold exactly one record per round: no change lost, none twice.
 #![allow(dead_code)]
 
@@ -27,9 +28,9 @@ use std::time::{Duration, Instant};
 const USER: &str = "bob@contoso.example";
 
 /// The manifest of round `i`: bob's sessions before a time that grows with `i` (all before the
-/// tests' clock) are revoked, one change per round.
+/// tests' clock, 12:00) are revoked, one change per round.
 fn round_manifest(i: usize) -> String {
-    let minutes = 10 * 60 - i;
+    let minutes = 9 * 60 + i;
     manifest(
         "failover",
         &format!(
@@ -109,7 +110,11 @@ fn main() {
     standby.logged("standby (leader: r0)");
 
     let (mut led, mut applied) = (Vec::new(), Vec::new());
+    // A standby polls every fifth of the lease; the kills fall at spread points of its poll
+    // cycle (the same points on every run), as a crash would fall anywhere in it.
+    let poll = lease / 5;
     for i in 1..=kills {
+        std::thread::sleep(poll.mul_f64(((i * 7) % 20) as f64 / 20.0));
         leader.signal("KILL");
         let killed = Instant::now();
         env.write("m/failover.yaml", &round_manifest(i));
