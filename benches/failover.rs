@@ -8,9 +8,9 @@
 //!
 //! Two replicas of the real daemon run on one database of the tests' throwaway PostgreSQL server
 //! (`tests/common/pg.rs`; `MFACTL_TEST_POSTGRES` for another server), each as a machine would run
-//! it: its own state directory (here its own working directory), its own `--replica-id`. Each
-//! round SIGKILLs the leader, then changes the manifest (a later `revoke-sessions-before` for one
-//! user), and times from the kill to the standby's `leader` log line and to its `applied`
+//! it: in a directory of its own with its own copy of the manifests, its own `--replica-id`. Each
+//! round SIGKILLs the leader, then changes the standby's manifest (a later
+//! `revoke-sessions-before` for one user), and times from the kill to the standby's `leader` log line and to its `applied`
 //! reconcile. The kills fall at twenty points spread over the standby's poll cycle (a fifth of
 //! the lease). A new standby is then started for the next round, so each replica leads once.
 //! Afterwards the audit log must hold exactly one record per round: no change lost, none twice.
@@ -100,13 +100,19 @@ fn main() {
     };
     env.ok(&["init"]);
     env.ok(&["store", "import", &format!("{EXAMPLES}/directory.yaml")]);
-    std::fs::create_dir(env.path("m")).unwrap();
-    env.write("m/failover.yaml", &round_manifest(0));
+    // Each replica's machine: a directory with its checkout of the manifests at round `round`.
+    let machine = |name: &str, round: usize| {
+        env.write(&format!("{name}/m/failover.yaml"), &round_manifest(round));
+        env.path(name)
+    };
+    let start = |name: &str, round: usize| {
+        Replica::start_in(&env, &machine(name, round), &db, name, lease, &[])
+    };
 
-    let mut leader = Replica::start(&env, &db, "r0", lease, &[]);
+    let mut leader = start("r0", 0);
     leads(&leader);
     leader.reconcile_with("applied");
-    let mut standby = Replica::start(&env, &db, "r1", lease, &[]);
+    let mut standby = start("r1", 0);
     standby.logged("standby (leader: r0)");
 
     let (mut led, mut applied) = (Vec::new(), Vec::new());
@@ -117,7 +123,7 @@ fn main() {
         std::thread::sleep(poll.mul_f64(((i * 7) % 20) as f64 / 20.0));
         leader.signal("KILL");
         let killed = Instant::now();
-        env.write("m/failover.yaml", &round_manifest(i));
+        machine(&standby.name, i);
         leads(&standby);
         led.push(killed.elapsed());
         let rec = standby.reconcile_with("applied");
@@ -129,7 +135,7 @@ fn main() {
             ms(led[i - 1]),
             ms(applied[i - 1])
         );
-        let next = Replica::start(&env, &db, &format!("r{}", i + 1), lease, &[]);
+        let next = start(&format!("r{}", i + 1), i);
         next.logged(&format!("standby (leader: {})", standby.name));
         leader = std::mem::replace(&mut standby, next);
     }

@@ -32,9 +32,22 @@ impl Replica {
         lease: Duration,
         vars: &[(&str, &str)],
     ) -> Replica {
+        Replica::start_in(env, env.dir.path(), db, name, lease, vars)
+    }
+
+    /// [`Replica::start`] in the directory `cwd` (a machine of its own: its own checkout of the
+    /// manifests in `cwd/m`, its own policies).
+    pub fn start_in(
+        env: &Env,
+        cwd: &std::path::Path,
+        db: &pg::Db,
+        name: &str,
+        lease: Duration,
+        vars: &[(&str, &str)],
+    ) -> Replica {
         let url = format!("{}?application_name={name}", db.url());
         let mut cmd = env.cmd();
-        cmd.env("MFACTL_STORE", &url);
+        cmd.current_dir(cwd).env("MFACTL_STORE", &url);
         for (k, v) in vars {
             cmd.env(k, v);
         }
