@@ -42,6 +42,11 @@ const LOCK_CLASS: i32 = 0x4D46_4143;
 /// The lock's id within the class: the store's write lock.
 const WRITE_LOCK: i32 = 1;
 
+/// Begins a write transaction with the server's TCP keepalives on this connection at 10 s idle,
+/// then 3 probes 5 s apart, until it ends (LOCAL). Over a Unix socket the server ignores them.
+const KEEPALIVE_SQL: &str = "BEGIN; SET LOCAL tcp_keepalives_idle = 10; \
+     SET LOCAL tcp_keepalives_interval = 5; SET LOCAL tcp_keepalives_count = 3";
+
 /// Where the connection stands: the transaction, if any, that mfactl opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tx {
@@ -325,8 +330,12 @@ impl Backend for Postgres {
             ));
         }
         // Read committed, and the lock taken before anything is read: every read after it
-        // sees what the previous holder committed.
-        self.batch(Op::Read, "begin transaction", "BEGIN")?;
+        // sees what the previous holder committed. The keepalives are the server's, on this
+        // connection, for this transaction: should this machine vanish while it holds the
+        // store's lock (a power cut, a network partition: nothing closes the connection), the
+        // server finds it dead within KEEPALIVE_SQL's 25 seconds rather than the operating
+        // system's two hours, ends the session and frees the lock for the other applies.
+        self.batch(Op::Read, "begin transaction", KEEPALIVE_SQL)?;
         self.tx.set(Tx::Write);
         self.savepoints.set(0);
         self.failed_at.set(None);
