@@ -38,7 +38,10 @@ pub fn import(
     let imported = in_import_transaction(store, |tx| {
         std::thread::scope(|scope| {
             let (out, parsed) = std::sync::mpsc::sync_channel::<Parsed>(4);
-            scope.spawn(move || read_lines(file, input, &out));
+            // Written batches go back to the reading thread, which allocated them, to be freed
+            // there: glibc frees memory of another thread's arena slowly.
+            let (give_back, written) = std::sync::mpsc::channel::<Vec<User>>();
+            scope.spawn(move || read_lines(file, input, &out, &written));
             let mut known: Option<BTreeSet<String>> = None;
             let mut seen = BTreeSet::new();
             let mut groups: Vec<(usize, Group)> = Vec::new();
@@ -95,6 +98,8 @@ pub fn import(
                             write_users(tx, file, &users, known, &mut |_, _| {})?;
                             n_users += users.len();
                             progress(n_users, n_users);
+                            // Once the reader has finished, it is dropped here instead.
+                            let _ = give_back.send(users);
                         }
                     }
                 }
@@ -124,11 +129,13 @@ pub fn import(
     }
 }
 
-/// The reading thread: parses lines into batches and sends them on, in order.
+/// The reading thread: parses lines into batches and sends them on, in order; frees the
+/// batches `written` gives back.
 fn read_lines(
     file: &str,
     input: &mut (dyn BufRead + Send),
     out: &std::sync::mpsc::SyncSender<Parsed>,
+    written: &std::sync::mpsc::Receiver<Vec<User>>,
 ) {
     let mut users = Vec::with_capacity(BATCH);
     let mut groups = Vec::new();
@@ -165,6 +172,9 @@ fn read_lines(
                             }
                         }
                         users.push((number, *u));
+                        if users.len() == BATCH {
+                            written.try_iter().for_each(drop);
+                        }
                         if users.len() == BATCH
                             && out
                                 .send(Parsed::Users(std::mem::replace(
