@@ -137,8 +137,8 @@ pub fn write_users(
 }
 
 /// For each of `users` the store holds: the time and hash of their password, if it has a hash
-/// (none for a record that does not decode). Their old group-index rows are deleted here (every member row of a user whose record does not
-/// decode: the import replaces that record).
+/// (none for a record that does not decode). Their old group-index rows are deleted here (every
+/// member row of a user whose record does not decode: the import replaces that record).
 fn old_records(
     tx: &dyn Backend,
     users: &[(&str, &User)],
