@@ -6,8 +6,9 @@
 mod common;
 use common::pg;
 
-use mfactl::store::lease::postgres::{row_ttl, standby_every, FENCE_SQL};
+use mfactl::store::lease::postgres::{row_ttl, standby_every};
 use mfactl::store::lease::{Elector, Role};
+use mfactl::store::postgres::FENCE_SQL;
 use std::time::{Duration, Instant};
 
 const LEASE: Duration = Duration::from_secs(2);

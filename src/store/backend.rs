@@ -5,7 +5,6 @@
 //! a backend only reads and writes rows. The workflows see `&Conn` (`dyn Backend`) and never
 //! learn which one they hold.
 
-use super::lease::Fence;
 use super::record::Stored;
 use super::Result;
 use crate::model::{AuditRecord, Group, Timestamp, User};
@@ -242,7 +241,7 @@ pub trait Backend {
     /// transaction just before it commits: `Ok(false)` means another replica took over, and
     /// the caller must not commit. A backend with replicas (PostgreSQL) also locks the lease
     /// row until the commit, so that no takeover lands in between (see
-    /// [`super::lease::postgres::FENCE_SQL`]). A SQLite store has one daemon at most: always
+    /// the PostgreSQL backend's `FENCE_SQL`). A SQLite store has one daemon at most: always
     /// true.
     fn check_fence(&self, _fence: &Fence) -> Result<bool> {
         Ok(true)
@@ -261,4 +260,32 @@ pub trait Backend {
     fn dump(&self, each: &mut dyn FnMut(Piece) -> Result<()>) -> Result<()>;
     /// Writes pieces of a copy, inside the write transaction of a blank store.
     fn restore(&self, pieces: &[Piece]) -> Result<()>;
+}
+
+/// What an apply proves before it commits: that `holder` still leads, in `epoch`. The watch
+/// daemon builds one only from a lease poll that said it leads (`lease::Role::Leader`), so a
+/// standby cannot make one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    holder: String,
+    epoch: i64,
+}
+
+impl Fence {
+    pub fn new(holder: impl Into<String>, epoch: i64) -> Fence {
+        Fence {
+            holder: holder.into(),
+            epoch,
+        }
+    }
+
+    /// The replica id the lease must name.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The epoch the lease must be in.
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
 }

@@ -32,32 +32,8 @@ impl Role {
     }
 }
 
-/// What an apply proves before it commits: that `holder` still leads, in `epoch`. Built only
-/// from a poll that answered [`Role::Leader`], so a standby cannot make one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    holder: String,
-    epoch: i64,
-}
-
-impl Fence {
-    pub fn new(holder: impl Into<String>, epoch: i64) -> Fence {
-        Fence {
-            holder: holder.into(),
-            epoch,
-        }
-    }
-
-    /// The replica id the lease must name.
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-
-    /// The epoch the lease must be in.
-    pub fn epoch(&self) -> i64 {
-        self.epoch
-    }
-}
+/// What an apply proves before it commits (defined with the store's interface, which checks it).
+pub use super::backend::Fence;
 
 /// One replica's view of the election. `poll` is called again and again, `next_poll` apart; an
 /// error means this replica does not lead (it stands by until a later poll says otherwise).

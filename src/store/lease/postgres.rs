@@ -14,8 +14,8 @@
 //!   longer its own, or any error (the connection lost), ends its leadership at once: it
 //!   releases its lock if it still can, reconnects, and waits one lease before it contends
 //!   again, so that a healthier replica takes over rather than the one just cut off.
-//! - **Fencing.** Every apply checks [`FENCE_SQL`] in its own transaction just before it
-//!   commits; see there.
+//! - **Fencing.** Every apply checks `store::postgres::FENCE_SQL` in its own transaction just
+//!   before it commits; see there.
 //!
 //! Why a lock per epoch rather than one lock: a standby that takes over because the lease
 //! expired cannot get a lock the hung leader still holds. With one lock, the moment the old
@@ -59,16 +59,6 @@ pub fn row_ttl(lease: Duration) -> Duration {
 pub fn epoch_key(epoch: i64) -> i32 {
     epoch.rem_euclid(1 << 31) as i32
 }
-
-/// The fence an apply checks in its own transaction, just before it commits (`$1` the replica
-/// id, `$2` the epoch): no row means this replica no longer leads, and nothing may be committed.
-/// `FOR SHARE` locks the row until that commit, so a takeover (an UPDATE of the row) waits for
-/// it: an apply either commits before another replica leads, or is refused. The clock is
-/// `clock_timestamp()`, not `now()`, which inside a transaction is the time it began: an apply
-/// that began long ago (its replica hung) must not count its lease from back then.
-pub const FENCE_SQL: &str = "SELECT 1 FROM mfactl.lease \
-     WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() \
-     FOR SHARE";
 
 /// The row as a standby reads it: `$1`-free, one row or none.
 const OBSERVE_SQL: &str = "SELECT holder, epoch, \

@@ -47,6 +47,16 @@ const WRITE_LOCK: i32 = 1;
 const KEEPALIVE_SQL: &str = "BEGIN; SET LOCAL tcp_keepalives_idle = 10; \
      SET LOCAL tcp_keepalives_interval = 5; SET LOCAL tcp_keepalives_count = 3";
 
+/// The fence an apply checks in its own transaction, just before it commits (`$1` the replica
+/// id, `$2` the epoch): no row means this replica no longer leads, and nothing may be committed.
+/// `FOR SHARE` locks the row until that commit, so a takeover (an UPDATE of the row) waits for
+/// it: an apply either commits before another replica leads, or is refused. The clock is
+/// `clock_timestamp()`, not `now()`, which inside a transaction is the time it began: an apply
+/// that began long ago (its replica hung) must not count its lease from back then.
+pub const FENCE_SQL: &str = "SELECT 1 FROM mfactl.lease \
+     WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() \
+     FOR SHARE";
+
 /// Where the connection stands: the transaction, if any, that mfactl opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tx {
@@ -436,11 +446,11 @@ impl Backend for Postgres {
         self.read_plan_applied(plan_id)
     }
 
-    fn check_fence(&self, fence: &crate::store::lease::Fence) -> Result<bool> {
+    fn check_fence(&self, fence: &crate::store::backend::Fence) -> Result<bool> {
         let rows = self.query(
             Op::Read,
             "checking this replica's lease",
-            crate::store::lease::postgres::FENCE_SQL,
+            FENCE_SQL,
             &[&fence.holder(), &fence.epoch()],
         )?;
         Ok(!rows.is_empty())
