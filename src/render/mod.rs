@@ -1,4 +1,4 @@
-//! Renderers: a [`Plan`](crate::plan::Plan), audit records or the policies in, text out. Pure;
+//! Renderers: a [`Plan`], audit records or the policies in, text out. Pure;
 //! the shell decides colour once and owns stdout.
 
 pub mod diff;

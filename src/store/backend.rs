@@ -1,7 +1,7 @@
 //! The one interface of a store, and what passes through it. Two implementations: the SQLite
 //! file ([`super::sqlite`]) and the PostgreSQL database ([`super::postgres`]). What a change
 //! means (how a plan is applied, how the audit chain is extended, what an import keeps) is
-//! written once, above this trait, in [`super::apply`], [`super::import`] and [`super::copy`];
+//! written once, above this trait, in `apply`, `import` and `copy`;
 //! a backend only reads and writes rows. The workflows see `&Conn` (`dyn Backend`) and never
 //! learn which one they hold.
 

@@ -1,7 +1,7 @@
 //! The store (see docs/store.md): the only module that knows tables. Two backends implement
 //! one interface ([`Backend`]): a SQLite file, the embedded default, and a PostgreSQL database
 //! shared by several machines (`--store postgres://…`). What a change, an import or a copy does
-//! is written once above them ([`apply`], [`import`], [`copy`]); each backend only reads and
+//! is written once above them (`apply`, `import`, `copy`); each backend only reads and
 //! writes rows, and owns its SQL, its migrations and its lock.
 
 mod apply;

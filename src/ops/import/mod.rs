@@ -2,7 +2,7 @@
 //! format's reader, the role-name check against the policies in force, and the store's write,
 //! all in one transaction. Files up to the manifest size limit are read whole, in any layout YAML
 //! allows (the plain layout is parsed on a second thread while this one writes); larger YAML
-//! files ([`yaml_stream`]) and JSON Lines ([`jsonl`]) are read as streams, so memory stays flat
+//! files (`yaml_stream`) and JSON Lines (`jsonl`) are read as streams, so memory stays flat
 //! at any size.
 
 mod jsonl;

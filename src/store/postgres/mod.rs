@@ -1,7 +1,7 @@
 //! The PostgreSQL store (docs/postgres.md): the same rows as the SQLite file, in schema `mfactl` of a
 //! database that several machines share. This module owns the connection and its transaction
-//! state; [`connect`] reaches the server, [`schema`] creates and migrates the tables, [`read`]
-//! and [`write`] are the [`Backend`] methods' SQL, [`error`] turns PostgreSQL's errors into
+//! state; `connect` reaches the server, `schema` creates and migrates the tables, `read`
+//! and `write` are the [`Backend`] methods' SQL, `error` turns PostgreSQL's errors into
 //! store errors.
 //!
 //! Three habits hold throughout. Every key is compared and sorted in the `"C"` collation (the
@@ -123,7 +123,7 @@ pub fn dedicated_client(url: &str) -> Result<postgres::Client> {
 }
 
 impl Postgres {
-    /// Connects to the database at `url` (libpq-style; see [`connect`]). Nothing is read or
+    /// Connects to the database at `url` (libpq-style; see `connect`). Nothing is read or
     /// checked yet: [`Postgres::check_version`] or [`Postgres::init`] come next.
     pub fn connect(url: &str, lock_timeout: Duration) -> Result<Postgres> {
         let name = PathBuf::from(redact(url));
