@@ -9,7 +9,6 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 const ADMIN: &str = "gary@contoso.example";
-const OPEN: &str = "protected-users: []\nmax-users-per-apply: 500\nmax-future-skew: 5m\n";
 
 /// An env on one kind of store; holds the PostgreSQL database while it lives.
 struct On {
@@ -45,25 +44,9 @@ fn stores() -> Vec<On> {
     for on in &out {
         on.ok(&["init"]);
         on.ok(&["store", "import", &format!("{EXAMPLES}/directory.yaml")]);
-        let roles =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/roles.yaml"))
-                .unwrap();
-        on.write("policies/roles.yaml", &roles);
-        on.write("policies/guardrails.yaml", OPEN);
+        on.use_open_policies();
     }
     out
-}
-
-fn offboard(env: &Env) {
-    env.write(
-        "m/off.yaml",
-        &manifest(
-            "off",
-            "  - users: [bob@contoso.example, dave@contoso.example]\n    \
-             revoke-sessions-before: 2026-11-27T09:00:00Z\n    app-passwords: none\n  \
-             - users: [bob@contoso.example]\n    reset-password-before: 2026-11-27T09:00:00Z\n",
-        ),
-    );
 }
 
 fn apply_args(dir: &str, creds: &str) -> Vec<String> {
@@ -111,7 +94,7 @@ fn the_same_contents_give_the_same_plans_exports_and_audit_on_both_stores() {
     let stores = stores();
     let mut seen: Vec<(&str, Vec<String>)> = Vec::new();
     for on in &stores {
-        offboard(on);
+        on.offboard();
         let mut outputs = Vec::new();
         for args in [
             &["--actor", ADMIN, "plan", "m"][..],
@@ -142,7 +125,7 @@ fn the_same_contents_give_the_same_plans_exports_and_audit_on_both_stores() {
 #[test]
 fn apply_writes_a_verifiable_audit_chain_and_a_saved_plan_applies_once() {
     for on in stores() {
-        offboard(&on);
+        on.offboard();
         on.ok(&["--actor", ADMIN, "plan", "m", "--out", "plan.json"]);
         let args = [
             "--actor",
@@ -324,7 +307,7 @@ fn bulk_imports_of_new_and_present_users_round_trip_with_their_group_index() {
 #[test]
 fn a_process_killed_mid_apply_leaves_the_store_as_before() {
     for on in stores() {
-        offboard(&on);
+        on.offboard();
         let before = on.export();
         let o = on.run_env(
             &apply_args("m", "c.txt")
@@ -371,7 +354,7 @@ fn a_process_killed_mid_apply_leaves_the_store_as_before() {
 #[test]
 fn a_second_apply_waits_for_the_lock_then_exits_4() {
     for on in stores() {
-        offboard(&on);
+        on.offboard();
         let before = on.export();
         let first = stopped_at(&on, "apply-wait-before-commit", &apply_args("m", "c.txt"));
         let t = std::time::Instant::now();
@@ -409,7 +392,7 @@ fn a_connection_cut_mid_apply_leaves_the_store_as_before() {
     let Some(on) = stores().into_iter().find(|s| s.kind == "postgres") else {
         return;
     };
-    offboard(&on);
+    on.offboard();
     let before = on.export();
     let mut child = stopped_at(&on, "apply-wait-before-commit", &apply_args("m", "c.txt"));
     let db = on.db.as_ref().unwrap();

@@ -5,26 +5,13 @@ mod common;
 use common::*;
 
 const ADMIN: &str = "gary@contoso.example";
-const OPEN: &str = "protected-users: []\nmax-users-per-apply: 500\nmax-future-skew: 5m\n";
 
 /// The example tenant with bob and dave offboarded (bob's password reset) by a saved plan, so
 /// that the store holds audit records, an applied plan id and a password hash.
 fn applied_example() -> Env {
     let env = Env::example();
-    let roles =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/roles.yaml"))
-            .unwrap();
-    env.write("policies/roles.yaml", &roles);
-    env.write("policies/guardrails.yaml", OPEN);
-    env.write(
-        "m/off.yaml",
-        &manifest(
-            "off",
-            "  - users: [bob@contoso.example, dave@contoso.example]\n    \
-             revoke-sessions-before: 2026-11-27T09:00:00Z\n    app-passwords: none\n  \
-             - users: [bob@contoso.example]\n    reset-password-before: 2026-11-27T09:00:00Z\n",
-        ),
-    );
+    env.use_open_policies();
+    env.offboard();
     env.ok(&["--actor", ADMIN, "plan", "m", "--out", "plan.json"]);
     env.ok(&[
         "--actor",

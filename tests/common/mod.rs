@@ -14,6 +14,9 @@ pub mod replica;
 /// The clock every test runs at (MFACTL_NOW); the example tenant's dates lie before it.
 pub const NOW: &str = "2026-11-30T12:00:00Z";
 pub const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+/// Guardrails that protect nobody, for tests that change any user.
+pub const OPEN_GUARDRAILS: &str =
+    "protected-users: []\nmax-users-per-apply: 500\nmax-future-skew: 5m\n";
 /// The repository's example policies: the built-in role table, and guardrails that protect the
 /// example tenant's break-glass account (the built-in guardrails protect nobody).
 pub const EXAMPLE_POLICIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
@@ -65,6 +68,29 @@ impl Env {
             let text = std::fs::read_to_string(Path::new(EXAMPLE_POLICIES).join(f)).unwrap();
             self.write(&format!("policies/{f}"), &text);
         }
+    }
+
+    /// The repository's roles and guardrails that protect nobody (at most 500 users an apply),
+    /// in `./policies`.
+    pub fn use_open_policies(&self) {
+        let roles =
+            std::fs::read_to_string(Path::new(EXAMPLE_POLICIES).join("roles.yaml")).unwrap();
+        self.write("policies/roles.yaml", &roles);
+        self.write("policies/guardrails.yaml", OPEN_GUARDRAILS);
+    }
+
+    /// `m/off.yaml`: bob and dave offboarded (sessions revoked, app passwords gone) and bob's
+    /// password reset.
+    pub fn offboard(&self) {
+        self.write(
+            "m/off.yaml",
+            &manifest(
+                "off",
+                "  - users: [bob@contoso.example, dave@contoso.example]\n    \
+                 revoke-sessions-before: 2026-11-27T09:00:00Z\n    app-passwords: none\n  \
+                 - users: [bob@contoso.example]\n    reset-password-before: 2026-11-27T09:00:00Z\n",
+            ),
+        );
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

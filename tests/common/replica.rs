@@ -162,6 +162,7 @@ impl Drop for Replica {
     }
 }
 
+/// A plain HTTP/1.1 GET over a TcpStream: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics address");
     s.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -176,7 +177,7 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
     let body = text
         .split_once("\r\n\r\n")
         .map_or("", |(_, b)| b)
