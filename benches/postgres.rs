@@ -34,10 +34,10 @@ mod scale;
 mod common;
 
 use scale::{
-    copy_store, expect, export_to, generate, median, mfactl, range, remove_store, same_bytes, secs,
-    summary, thousands, Config, Run, Tenant, BIN, POLICIES,
+    copy_store, env_num, expect, export_to, generate, median, mfactl, range, remove_store,
+    same_bytes, secs, summary, thousands, Config, Run, Tenant, BIN, POLICIES,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -597,23 +597,7 @@ fn main() {
         println!("postgres: skipped (run it with `cargo bench --bench postgres`)");
         return;
     }
-    let env_num = |k: &str| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.replace('_', "").parse::<usize>().ok())
-    };
-    let root = std::env::var_os("MFACTL_SCALE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/scale-bench"))
-        });
-    let mut cfg = Config::full(root);
-    if let Some(n) = env_num("MFACTL_SCALE_N") {
-        cfg.big = n;
-    }
-    if let Some(n) = env_num("MFACTL_SCALE_M") {
-        cfg.declared = n;
-    }
+    let cfg = Config::from_env();
     let runs = env_num("MFACTL_PG_RUNS").unwrap_or(3).max(1);
     let started = Instant::now();
     match run(&cfg, runs) {

@@ -1666,6 +1666,39 @@ pub fn table(r: &Report) -> String {
     out
 }
 
+/// A number from the environment variable `k` (`1_000_000` allowed).
+pub fn env_num(k: &str) -> Option<usize> {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse::<usize>().ok())
+}
+
+impl Config {
+    /// The full configuration with what `MFACTL_SCALE_DIR`, `_N`, `_SMALL`, `_M` and `_RUNS`
+    /// change.
+    pub fn from_env() -> Config {
+        let root = std::env::var_os("MFACTL_SCALE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/scale-bench"))
+            });
+        let mut cfg = Config::full(root);
+        if let Some(n) = env_num("MFACTL_SCALE_N") {
+            cfg.big = n;
+        }
+        if let Some(n) = env_num("MFACTL_SCALE_SMALL") {
+            cfg.small = n;
+        }
+        if let Some(n) = env_num("MFACTL_SCALE_M") {
+            cfg.declared = n;
+        }
+        if let Some(n) = env_num("MFACTL_SCALE_RUNS") {
+            cfg.runs = n;
+        }
+        cfg
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The benchmark's own child: write one tenant (see `Config::generate_in_child`).
@@ -1688,29 +1721,7 @@ fn main() {
         println!("scale: skipped (run it with `cargo bench --bench scale`)");
         return;
     }
-    let env_num = |k: &str| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.replace('_', "").parse::<usize>().ok())
-    };
-    let root = std::env::var_os("MFACTL_SCALE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/scale-bench"))
-        });
-    let mut cfg = Config::full(root);
-    if let Some(n) = env_num("MFACTL_SCALE_N") {
-        cfg.big = n;
-    }
-    if let Some(n) = env_num("MFACTL_SCALE_SMALL") {
-        cfg.small = n;
-    }
-    if let Some(n) = env_num("MFACTL_SCALE_M") {
-        cfg.declared = n;
-    }
-    if let Some(n) = env_num("MFACTL_SCALE_RUNS") {
-        cfg.runs = n;
-    }
+    let cfg = Config::from_env();
     let started = Instant::now();
     match run(&cfg) {
         Ok((report, _)) => {
